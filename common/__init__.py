@@ -1,0 +1,1 @@
+"""Small helpers shared by pipeline/, serving/ and ui/ (no training code)."""

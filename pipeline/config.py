@@ -1,0 +1,138 @@
+"""The dataset config: which CSV columns are features, their units, ranges and labels, and the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A data or config problem, with one message that names it."""
+
+
+class Text(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    es: str
+    en: str
+
+
+class Feature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    column: str | None = None  # CSV column; defaults to the API name
+    type: Literal["numeric", "categorical"]
+    integer: bool = False
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    optional: bool = False
+    label: Text
+    help: Text | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Feature:
+        if self.column is None:
+            self.column = self.name
+        if self.type == "categorical":
+            if not self.categories:
+                raise ValueError(f"categorical feature '{self.name}' needs a 'categories' list")
+            if self.min is not None or self.max is not None or self.integer:
+                raise ValueError(f"categorical feature '{self.name}' cannot have min, max or integer")
+        elif self.categories:
+            raise ValueError(f"numeric feature '{self.name}' cannot have 'categories'")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"feature '{self.name}': min must be below max")
+        return self
+
+
+class Derive(BaseModel):
+    """A target derived from a measurement, e.g. HbA1c >= 6.5 %."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str
+    op: Literal[">=", ">", "<=", "<"]
+    value: float
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: str | None = None
+    positive: str | int | float | bool | None = None
+    derive: Derive | None = None
+    label: Text = Text(es="Diabetes tipo 2", en="Type 2 diabetes")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Target:
+        if (self.derive is None) == (self.column is None):
+            raise ValueError("target needs either 'column' with 'positive', or 'derive'")
+        if self.column is not None and self.positive is None:
+            raise ValueError("target 'column' needs a 'positive' class")
+        return self
+
+
+class RiskBand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    upper: float = Field(gt=0, le=1)
+    label: Text
+    color: str = "#777777"
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    train: str
+    test: str | None = None
+    test_size: float = Field(default=0.25, gt=0, lt=1)  # used only when there is no test file
+    target: Target
+    features: list[Feature] = Field(min_length=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    risk_bands: list[RiskBand] = Field(min_length=1)
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        names = [f.name for f in self.features]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate feature names: {sorted(dupes)}")
+        uppers = [b.upper for b in self.risk_bands]
+        if uppers != sorted(uppers) or len(set(uppers)) != len(uppers) or uppers[-1] != 1.0:
+            raise ValueError("risk_bands must have increasing 'upper' limits ending at 1.0")
+        return self
+
+    def path(self, name: str | None) -> Path | None:
+        if name is None:
+            return None
+        p = Path(name)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> DatasetConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"dataset config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"dataset config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dataset config {path} must be a YAML mapping")
+    raw["base_dir"] = path.resolve().parent
+    try:
+        return DatasetConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"dataset config {path}: {_one_line(exc)}") from None

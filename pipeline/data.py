@@ -1,0 +1,147 @@
+"""Load a CSV as the dataset config describes it: checked features (by API name) and a 0/1 target."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from pipeline.config import ConfigError, DatasetConfig
+
+_OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
+
+
+@dataclass
+class Split:
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_test: pd.DataFrame
+    y_test: np.ndarray
+    checksum: str  # sha256 over the files read, so a registered version names its data
+
+
+def sha256_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ConfigError(f"data file not found: {path}")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"data file {path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"data file {path} is not a readable CSV: {exc}") from None
+    if df.empty:
+        raise ConfigError(f"data file {path} has a header but no rows")
+    return df
+
+
+def _rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)[:5] + 2  # +2: 1-based and the header line
+    more = "…" if mask.sum() > 5 else ""
+    return ", ".join(str(i) for i in idx) + more
+
+
+def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features named as the API names them, and the target as 0/1; raises ConfigError on bad data."""
+    needed = [f.column for f in config.features]
+    tcol = config.target.derive.column if config.target.derive else config.target.column
+    missing = [c for c in [*needed, tcol] if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+
+    X = pd.DataFrame(index=df.index)
+    for f in config.features:
+        col = df[f.column]
+        if f.type == "numeric":
+            values = pd.to_numeric(col, errors="coerce")
+            bad = values.isna().to_numpy() & col.notna().to_numpy()
+            if bad.any():
+                raise ConfigError(
+                    f"{source}: column '{f.column}' ({f.name}) must be numeric; "
+                    f"non-numeric values on line(s) {_rows(bad)}"
+                )
+            v = values.to_numpy(dtype=float)
+            present = ~np.isnan(v)
+            out = present & (
+                (v < (f.min if f.min is not None else -np.inf)) | (v > (f.max if f.max is not None else np.inf))
+            )
+            if out.any():
+                raise ConfigError(
+                    f"{source}: column '{f.column}' ({f.name}) has values outside [{f.min}, {f.max}] "
+                    f"on line(s) {_rows(out)}"
+                )
+            if f.integer and (present & (v != np.round(v))).any():
+                raise ConfigError(f"{source}: column '{f.column}' ({f.name}) must hold whole numbers")
+            X[f.name] = v
+        else:
+            values = col.astype("string")
+            unknown = values.notna().to_numpy() & ~values.isin(f.categories).to_numpy()
+            if unknown.any():
+                raise ConfigError(
+                    f"{source}: column '{f.column}' ({f.name}) has categories outside {f.categories} "
+                    f"on line(s) {_rows(unknown)}"
+                )
+            X[f.name] = values.astype(object).where(values.notna(), None)
+        if not f.optional and X[f.name].isna().any():
+            raise ConfigError(
+                f"{source}: column '{f.column}' ({f.name}) is not optional but has missing values "
+                f"on line(s) {_rows(X[f.name].isna().to_numpy())}"
+            )
+
+    y = _target(df, config, source)
+    return X.reset_index(drop=True), y
+
+
+def _target(df: pd.DataFrame, config: DatasetConfig, source: str) -> np.ndarray:
+    t = config.target
+    if t.derive is not None:
+        raw = pd.to_numeric(df[t.derive.column], errors="coerce")
+        if raw.isna().any():
+            raise ConfigError(
+                f"{source}: target column '{t.derive.column}' needs a number on every row; "
+                f"missing or non-numeric on line(s) {_rows(raw.isna().to_numpy())}"
+            )
+        y = _OPS[t.derive.op](raw.to_numpy(dtype=float), t.derive.value).astype(int)
+    else:
+        col = df[t.column]
+        if col.isna().any():
+            raise ConfigError(
+                f"{source}: target column '{t.column}' has missing values on line(s) {_rows(col.isna().to_numpy())}"
+            )
+        classes = sorted(col.astype(str).unique())
+        if str(t.positive) not in classes:
+            raise ConfigError(
+                f"{source}: positive class '{t.positive}' not found in target column '{t.column}' (found: {classes})"
+            )
+        y = (col.astype(str) == str(t.positive)).to_numpy().astype(int)
+    if y.min() == y.max():
+        raise ConfigError(f"{source}: the target has a single class; need both positives and negatives")
+    return y
+
+
+def load_split(config: DatasetConfig, seed: int = 0, train: str | None = None, test: str | None = None) -> Split:
+    """Train and test data; with no test file, a stratified split of the train file."""
+    train_path = config.path(train or config.train)
+    test_path = config.path(test or config.test)
+    for f in config.features:
+        if config.target.derive and f.column == config.target.derive.column:
+            raise ConfigError(f"feature '{f.name}' is the column the target is derived from (target leakage)")
+    X, y = prepare(read_csv(train_path), config, str(train_path))
+    if test_path is None:
+        X, X_te, y, y_te = train_test_split(X, y, test_size=config.test_size, stratify=y, random_state=seed)
+        paths = [train_path]
+        X, X_te = X.reset_index(drop=True), X_te.reset_index(drop=True)
+    else:
+        X_te, y_te = prepare(read_csv(test_path), config, str(test_path))
+        paths = [train_path, test_path]
+    return Split(X, np.asarray(y), X_te, np.asarray(y_te), sha256_files(paths))
