@@ -1,0 +1,110 @@
+"""HTTP client for the serving API (routes and JSON shapes from the project contract).
+
+Every failure becomes an ``ApiError`` subclass so pages can show a banner instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+import streamlit as st
+
+from ui.settings import load
+
+CONNECT_TIMEOUT_S = 3.0  # a down API (refused/unroutable) must not freeze the page
+_TTL_S = load().cache_ttl_s
+
+
+class ApiError(Exception):
+    """Base class: anything that stops us from getting an answer from the API."""
+
+
+class ApiUnavailable(ApiError):
+    """Cannot connect, timed out, 5xx, or the API has no model loaded."""
+
+
+class ApiBadResponse(ApiError):
+    """The API answered with something outside the contract."""
+
+
+class ApiValidationError(ApiError):
+    """422 from /predict: ``errors`` is the contract's list of {row, field, rule, message}."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+def _request(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
+    try:
+        return requests.request(method, url, timeout=(CONNECT_TIMEOUT_S, timeout), **kwargs)
+    except requests.RequestException as exc:
+        # Only the exception class: a message could carry request details we do not want in the UI.
+        raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ApiBadResponse(f"non-JSON answer ({resp.status_code}) from {resp.url}") from exc
+
+
+def health(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /health, uncached: the Model page must say what the API serves *now*.
+
+    503 with status "down" (no model loaded) is returned, not raised: it is a valid, displayable state.
+    """
+    resp = _request("GET", f"{base_url}/health", timeout)
+    if resp.status_code not in (200, 503):
+        raise ApiUnavailable(f"/health answered {resp.status_code}")
+    body = _json(resp)
+    if not isinstance(body, dict) or "status" not in body:
+        raise ApiBadResponse("/health answer without status")
+    return body
+
+
+@st.cache_data(ttl=_TTL_S, show_spinner=False)
+def model_info(base_url: str) -> dict[str, Any]:
+    """GET /model/info: the served model's feature spec, bands and metrics (cached; errors are not cached)."""
+    resp = _request("GET", f"{base_url}/model/info", 10.0)
+    if resp.status_code != 200:
+        raise ApiUnavailable(f"/model/info answered {resp.status_code}")
+    body = _json(resp)
+    if not isinstance(body, dict) or not isinstance(body.get("features"), list):
+        raise ApiBadResponse("/model/info answer without features")
+    return body
+
+
+def predict(
+    base_url: str,
+    patients: list[dict[str, Any]],
+    lang: str,
+    timeout: float,
+    contributions: bool = True,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """POST /predict with a list of patients; returns the 200 body, raises ApiValidationError on 422."""
+    params = {"contributions": "true" if contributions else "false", "lang": lang}
+    url = f"{base_url}/predict"
+    if session is None:
+        resp = _request("POST", url, timeout, params=params, json=patients)
+    else:  # batch scoring reuses one connection across chunks
+        try:
+            resp = session.post(url, params=params, json=patients, timeout=(CONNECT_TIMEOUT_S, timeout))
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
+    if resp.status_code == 422:
+        body = _json(resp)
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if not isinstance(errors, list):
+            raise ApiBadResponse("422 without an errors list")
+        raise ApiValidationError(errors)
+    if resp.status_code != 200:
+        raise ApiUnavailable(f"/predict answered {resp.status_code}")
+    body = _json(resp)
+    preds = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(preds, list) or len(preds) != len(patients):
+        raise ApiBadResponse("/predict answer without one prediction per patient")
+    return body

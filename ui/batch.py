@@ -1,0 +1,170 @@
+"""Batch scoring: read a clinic's CSV, validate each row against the served spec, score valid rows in chunks.
+
+Validation mirrors the model's own rules (required, range, whole number, category) so the clinician sees every
+problem, per row, before anything is sent; the API still validates and its 422 answers are reported too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ui.api import ApiValidationError
+from ui.spec import Feature
+
+# Output columns appended to the clinic's own columns (stable names: downstream tools may read the file).
+OUT_COLUMNS = ["probability", "risk_level", "risk_band", "label", "model_version", "errors"]
+
+
+@dataclass
+class Problem:
+    row: int  # 1-based data row (the header is not counted), as a clinician counts rows in a spreadsheet
+    field: str
+    rule: str  # code translated by the page: missing_column, required, not_number, out_of_range, ...
+    detail: str = ""  # e.g. the allowed range; never the submitted value
+
+
+@dataclass
+class Validation:
+    frame: pd.DataFrame  # the upload as read (strings), for the scored download
+    values: pd.DataFrame  # parsed feature columns (float; categoricals as str), NaN where absent
+    problems: list[Problem] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    unknown_columns: list[str] = field(default_factory=list)
+
+    @property
+    def invalid_rows(self) -> set[int]:
+        return {p.row for p in self.problems if p.row > 0}
+
+    @property
+    def valid_index(self) -> list[int]:
+        """0-based positions of the rows that can be scored."""
+        if self.missing_columns:
+            return []
+        bad = self.invalid_rows
+        return [i for i in range(len(self.frame)) if i + 1 not in bad]
+
+
+def read_csv(data: bytes) -> pd.DataFrame:
+    """Read comma- or semicolon-separated files (Spanish-locale spreadsheets export `;` with decimal commas)."""
+    text = data.decode("utf-8-sig", errors="replace")
+    try:
+        sep = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
+    except csv.Error:
+        sep = ","
+    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=True, skipinitialspace=True)
+
+
+def _to_number(col: pd.Series) -> pd.Series:
+    s = col.astype("string").str.strip()
+    # A decimal comma ("0,627") is read as a decimal point; thousands separators are not expected in this data.
+    s = s.str.replace(",", ".", regex=False)
+    return pd.to_numeric(s, errors="coerce")
+
+
+def validate(frame: pd.DataFrame, features: list[Feature]) -> Validation:
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    by_key = {str(c).strip().lower(): c for c in frame.columns}
+    names = [f["name"] for f in features]
+    result = Validation(frame=frame, values=pd.DataFrame(index=frame.index))
+    result.unknown_columns = [c for c in frame.columns if c.lower() not in {n.lower() for n in names}]
+    for f in features:
+        name, col = f["name"], by_key.get(f["name"].lower())
+        if col is None:
+            if not f.get("optional"):
+                result.missing_columns.append(name)
+                result.problems.append(Problem(0, name, "missing_column"))
+            result.values[name] = np.nan
+            continue
+        raw = frame[col]
+        present = raw.notna() & (raw.astype("string").str.strip() != "")
+        if f.get("type") == "categorical":
+            cats = [str(c) for c in (f.get("categories") or [])]
+            vals = raw.astype("string").str.strip().where(present)
+            bad = present & ~vals.isin(cats)
+            result.values[name] = vals.where(~bad)
+            for i in np.flatnonzero(bad.to_numpy()):
+                result.problems.append(Problem(int(i) + 1, name, "not_category", ", ".join(cats)))
+        else:
+            nums = _to_number(raw).where(present)
+            not_num = present & nums.isna()
+            lo, hi = f.get("min"), f.get("max")
+            out = nums.notna() & (
+                (nums < (lo if lo is not None else -np.inf)) | (nums > (hi if hi is not None else np.inf))
+            )
+            frac = nums.notna() & bool(f.get("integer")) & (nums != np.floor(nums))
+            result.values[name] = nums.astype(float)
+            for rule, mask in (("not_number", not_num), ("out_of_range", out), ("not_integer", frac)):
+                for i in np.flatnonzero(mask.to_numpy()):
+                    detail = f"{lo:g}–{hi:g}" if rule == "out_of_range" and lo is not None and hi is not None else ""
+                    result.problems.append(Problem(int(i) + 1, name, rule, detail))
+        if not f.get("optional"):
+            for i in np.flatnonzero((~present).to_numpy()):
+                result.problems.append(Problem(int(i) + 1, name, "required"))
+    result.problems.sort(key=lambda p: (p.row, names.index(p.field) if p.field in names else -1))
+    return result
+
+
+def records(values: pd.DataFrame, index: list[int]) -> list[dict[str, Any]]:
+    """JSON-ready patients; a missing optional value is left out (the contract's "not measured")."""
+    out = []
+    for row in values.iloc[index].to_dict(orient="records"):
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+                continue
+            rec[k] = float(v) if isinstance(v, int | float | np.floating | np.integer) else str(v)
+        out.append(rec)
+    return out
+
+
+def chunks(index: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(index), size):
+        yield index[start : start + size]
+
+
+def score(
+    validation: Validation,
+    call: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    chunk_rows: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """The upload with OUT_COLUMNS appended; ``call`` sends one chunk to /predict and returns its 200 body.
+
+    A chunk the API rejects (422) gets the API's messages in ``errors``; other API failures propagate.
+    The risk_band and errors columns are filled by the page, which knows the language.
+    """
+    out = validation.frame.copy()
+    for c in OUT_COLUMNS:
+        out[c] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    index = validation.valid_index
+    done = 0
+    for part in chunks(index, chunk_rows):
+        try:
+            body = call(records(validation.values, part))
+        except ApiValidationError as exc:
+            for e in exc.errors:
+                r = int(e.get("row", 0))
+                if 0 <= r < len(part):
+                    pos = out.index[part[r]]
+                    prev = out.at[pos, "errors"]
+                    msg = f"{e.get('field', '')}: {e.get('message') or e.get('rule', '')}"
+                    out.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
+        else:
+            version = str((body.get("model") or {}).get("version", ""))
+            for i, pred in zip(part, body["predictions"], strict=True):
+                pos = out.index[i]
+                out.at[pos, "probability"] = float(pred["probability"])
+                out.at[pos, "risk_level"] = pred.get("risk_level")
+                out.at[pos, "label"] = int(pred["label"])
+                out.at[pos, "model_version"] = version
+        done += len(part)
+        if progress is not None:
+            progress(done, len(index))
+    return out

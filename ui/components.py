@@ -1,0 +1,105 @@
+"""Small rendering helpers shared by the pages."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui import spec
+from ui.api import ApiBadResponse, ApiError, ApiValidationError
+from ui.i18n import current_lang, t
+from ui.spec import Feature
+
+
+def api_error(exc: ApiError, base_url: str, features: list[Feature] | None = None) -> None:
+    """One clear message per kind of failure; never a traceback."""
+    if isinstance(exc, ApiValidationError):
+        validation_errors(exc.errors, features or [], show_rows=False)
+    elif isinstance(exc, ApiBadResponse):
+        st.error(t("api_bad_response", url=base_url), icon="⚠️")
+    else:
+        st.error(t("api_down", url=base_url), icon="🔌")
+
+
+def field_label(field: str, features: list[Feature]) -> str:
+    f = next((f for f in features if f["name"] == field), None)
+    return spec.label(f, current_lang()) if f else field
+
+
+def validation_errors(errors: list[dict[str, Any]], features: list[Feature], show_rows: bool) -> None:
+    """The API's 422 errors as readable, field-level messages (the API writes them in our language)."""
+    lines = []
+    for e in errors:
+        where = t("row_n", n=int(e.get("row", 0)) + 1) + " · " if show_rows else ""
+        message = e.get("message") or e.get("rule") or ""
+        lines.append(f"- {where}**{field_label(str(e.get('field', '')), features)}**: {message}")
+    st.error(t("fix_fields") + "\n\n" + "\n".join(lines), icon="✏️")
+
+
+def _text_color(hex_color: str) -> str:
+    """Black or white text, whichever reads better on the band colour (the amber band needs black)."""
+    try:
+        r, g, b = (int(hex_color.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4))
+    except ValueError:
+        return "#000000"
+    return "#000000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.55 else "#ffffff"
+
+
+def risk_badge(band: dict[str, Any] | None, level: str) -> None:
+    if band is None:
+        st.markdown(f"**{html.escape(level)}**")
+        return
+    color = str(band.get("color") or "#777777")
+    text = html.escape(spec.localized(band.get("label"), current_lang()) or level)
+    st.markdown(
+        f'<span data-testid="risk-band" style="background:{html.escape(color)};color:{_text_color(color)};'
+        f'padding:0.25em 0.8em;border-radius:0.5em;font-weight:700;font-size:1.2em">{text}</span>',
+        unsafe_allow_html=True,
+    )
+
+
+def contributions_chart(contributions: dict[str, float], features: list[Feature], not_measured: set[str]) -> None:
+    """Horizontal bars: how much each input moves the log-odds from the reference patient, largest first."""
+    lang = current_lang()
+    rows = []
+    for f in features:
+        if f["name"] not in contributions:
+            continue
+        name = spec.label(f, lang, with_unit=False)
+        if f["name"] in not_measured:
+            name += f" ({t('not_measured').lower()})"
+        value = float(contributions[f["name"]])
+        rows.append({"feature": name, "value": value, "effect": t("raises") if value > 0 else t("lowers")})
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    df["abs"] = df["value"].abs()
+    chart = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("value:Q", title=t("contribution_axis")),
+            y=alt.Y("feature:N", sort=alt.SortField("abs", order="descending"), title=None),
+            color=alt.Color(
+                "effect:N",
+                scale=alt.Scale(domain=[t("raises"), t("lowers")], range=["#c62828", "#2e7d32"]),
+                legend=alt.Legend(title=None, orient="bottom"),
+            ),
+            tooltip=[alt.Tooltip("feature:N", title=t("feature")), alt.Tooltip("value:Q", format="+.3f")],
+        )
+        .properties(height=36 * len(rows) + 40)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def disclaimer() -> None:
+    st.warning(t("disclaimer"), icon="⚕️")

@@ -1,0 +1,295 @@
+"""Every string of the UI, in Spanish (default) and English, and the sidebar language selector.
+
+One table so a missing translation is a failing test (tests/test_ui_i18n.py), not a silent English fallback.
+Placeholders use str.format names, and must be the same in both languages.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+LANGS: tuple[str, ...] = ("es", "en")
+DEFAULT_LANG = "es"
+LANG_NAMES = {"es": "Español", "en": "English"}
+
+STRINGS: dict[str, dict[str, str]] = {
+    # ---- app shell ----
+    "app_title": {"es": "Riesgo de diabetes tipo 2", "en": "Type 2 diabetes risk"},
+    # Same text in both: whoever needs to switch language must recognise the selector.
+    "language": {"es": "🌐 Idioma / Language", "en": "🌐 Idioma / Language"},
+    "nav_individual": {"es": "Evaluación individual", "en": "Individual assessment"},
+    "nav_batch": {"es": "Evaluación por lotes", "en": "Batch assessment"},
+    "nav_model": {"es": "Modelo", "en": "Model"},
+    "sidebar_disclaimer": {
+        "es": "Herramienta de apoyo al cribado. No es un diagnóstico.",
+        "en": "Screening aid. Not a diagnosis.",
+    },
+    "unexpected_error": {
+        "es": "Se produjo un error inesperado en esta página. Recárguela; si persiste, avise al equipo técnico.",
+        "en": "An unexpected error occurred on this page. Reload it; if it persists, tell the technical team.",
+    },
+    "disclaimer": {
+        "es": "**Ayuda para el cribado, no un diagnóstico.** Un resultado de este modelo no confirma ni descarta "
+        "la diabetes: confírmelo con glucosa plasmática en ayunas, HbA1c o una prueba de tolerancia oral a la "
+        "glucosa (SOG), interpretadas por un profesional.",
+        "en": "**Screening aid, not a diagnosis.** A result from this model neither confirms nor rules out "
+        "diabetes: confirm it with fasting plasma glucose, HbA1c or an oral glucose tolerance test (OGTT), "
+        "read by a clinician.",
+    },
+    # ---- API and registry problems ----
+    "api_down": {
+        "es": "No se puede contactar con el servicio de predicción ({url}). Inténtelo de nuevo en unos minutos; "
+        "si persiste, avise al equipo técnico.",
+        "en": "The prediction service ({url}) cannot be reached. Try again in a few minutes; if it persists, "
+        "tell the technical team.",
+    },
+    "api_bad_response": {
+        "es": "El servicio de predicción ({url}) respondió de forma inesperada. Avise al equipo técnico.",
+        "en": "The prediction service ({url}) gave an unexpected answer. Tell the technical team.",
+    },
+    "api_no_model": {
+        "es": "El servicio de predicción ({url}) está en marcha pero no tiene ningún modelo cargado.",
+        "en": "The prediction service ({url}) is running but has no model loaded.",
+    },
+    "api_degraded": {
+        "es": "El servicio funciona en modo degradado: no llega al registro de modelos y usa su copia local.",
+        "en": "The service is degraded: it cannot reach the model registry and uses its local copy.",
+    },
+    "registry_down": {
+        "es": "No se puede leer el registro de modelos ({uri}). La información del modelo no está disponible "
+        "por ahora.",
+        "en": "The model registry ({uri}) cannot be read. Model information is unavailable for now.",
+    },
+    "registry_no_model": {
+        "es": "El registro ({uri}) no contiene ningún modelo llamado «{name}».",
+        "en": "The registry ({uri}) holds no model named '{name}'.",
+    },
+    "fix_fields": {"es": "Revise estos datos:", "en": "Please check these fields:"},
+    "row_n": {"es": "Fila {n}", "en": "Row {n}"},
+    # ---- individual assessment ----
+    "individual_title": {"es": "Evaluación individual", "en": "Individual assessment"},
+    "individual_intro": {
+        "es": "Introduzca los datos de la paciente. Los campos opcionales pueden marcarse como «No medido».",
+        "en": "Enter the patient's data. Optional fields can be marked 'Not measured'.",
+    },
+    "valid_range": {"es": "Rango válido: {range}", "en": "Valid range: {range}"},
+    "not_measured": {"es": "No medido", "en": "Not measured"},
+    "required_placeholder": {"es": "Obligatorio", "en": "Required"},
+    "optional_placeholder": {"es": "Opcional", "en": "Optional"},
+    "submit": {"es": "Calcular riesgo", "en": "Calculate risk"},
+    "result_title": {"es": "Resultado", "en": "Result"},
+    "probability": {"es": "Probabilidad de diabetes tipo 2", "en": "Probability of type 2 diabetes"},
+    "risk_band": {"es": "Nivel de riesgo", "en": "Risk level"},
+    "label": {"es": "Clasificación", "en": "Classification"},
+    "label_positive": {"es": "Positivo: requiere prueba", "en": "Positive: test advised"},
+    "label_negative": {"es": "Negativo", "en": "Negative"},
+    "label_help": {
+        "es": "Positivo cuando la probabilidad alcanza el umbral de decisión del modelo ({threshold}).",
+        "en": "Positive when the probability reaches the model's decision threshold ({threshold}).",
+    },
+    "contributions_title": {"es": "¿Qué datos pesan en este resultado?", "en": "What drives this result?"},
+    "contribution_axis": {
+        "es": "Contribución al riesgo (log-odds)",
+        "en": "Contribution to risk (log-odds)",
+    },
+    "raises": {"es": "Aumenta el riesgo", "en": "Raises the risk"},
+    "lowers": {"es": "Reduce el riesgo", "en": "Lowers the risk"},
+    "feature": {"es": "Variable", "en": "Feature"},
+    "contributions_help": {
+        "es": "Cada barra muestra cuánto desplaza ese dato el riesgo respecto a una paciente de referencia "
+        "(valores medios del entrenamiento; riesgo {reference}). Los datos no medidos se imputan con la mediana.",
+        "en": "Each bar shows how far that input moves the risk from a reference patient (training averages; "
+        "risk {reference}). Inputs not measured are imputed with the median.",
+    },
+    "model_version_used": {"es": "Modelo {name}, versión {version}", "en": "Model {name}, version {version}"},
+    # ---- batch assessment ----
+    "batch_title": {"es": "Evaluación por lotes", "en": "Batch assessment"},
+    "batch_intro": {
+        "es": "Suba un archivo CSV con una paciente por fila. Se valida cada fila y se evalúan las válidas.",
+        "en": "Upload a CSV file with one patient per row. Every row is checked and the valid ones are scored.",
+    },
+    "batch_columns_title": {"es": "Columnas esperadas", "en": "Expected columns"},
+    "batch_columns_help": {
+        "es": "Separador coma o punto y coma; se admite la coma decimal. Las columnas adicionales (p. ej. un "
+        "identificador) se conservan en el archivo resultante. Una celda vacía en un campo opcional significa "
+        "«no medido».",
+        "en": "Comma or semicolon separated; decimal commas are accepted. Extra columns (e.g. an identifier) are "
+        "kept in the output file. An empty cell in an optional field means 'not measured'.",
+    },
+    "column": {"es": "Columna", "en": "Column"},
+    "valid_range_col": {"es": "Rango válido", "en": "Valid range"},
+    "required_col": {"es": "Obligatoria", "en": "Required"},
+    "yes": {"es": "Sí", "en": "Yes"},
+    "no": {"es": "No", "en": "No"},
+    "download_template": {"es": "Descargar plantilla CSV", "en": "Download CSV template"},
+    "upload_label": {"es": "Archivo CSV de pacientes", "en": "Patients CSV file"},
+    "upload_help": {
+        "es": "Una fila por paciente, con las columnas indicadas arriba.",
+        "en": "One row per patient, with the columns listed above.",
+    },
+    "csv_unreadable": {
+        "es": "No se pudo leer el archivo como CSV. Compruebe el formato.",
+        "en": "The file could not be read as CSV. Check its format.",
+    },
+    "csv_empty": {"es": "El archivo no contiene filas de pacientes.", "en": "The file contains no patient rows."},
+    "validation_title": {"es": "Informe de validación", "en": "Validation report"},
+    "rows_total": {"es": "Filas", "en": "Rows"},
+    "rows_valid": {"es": "Filas válidas", "en": "Valid rows"},
+    "rows_invalid": {"es": "Filas con errores", "en": "Rows with errors"},
+    "missing_columns": {
+        "es": "Faltan columnas obligatorias: {columns}. No se puede evaluar ninguna fila.",
+        "en": "Required columns are missing: {columns}. No row can be scored.",
+    },
+    "unknown_columns": {
+        "es": "Columnas que el modelo no usa (se conservan en el resultado): {columns}",
+        "en": "Columns the model does not use (kept in the output): {columns}",
+    },
+    "all_rows_valid": {"es": "Todas las filas son válidas.", "en": "All rows are valid."},
+    "row": {"es": "Fila", "en": "Row"},
+    "problem": {"es": "Problema", "en": "Problem"},
+    "rule_missing_column": {"es": "falta la columna", "en": "column missing"},
+    "rule_required": {"es": "dato obligatorio vacío", "en": "required value is empty"},
+    "rule_not_number": {"es": "no es un número", "en": "not a number"},
+    "rule_out_of_range": {"es": "fuera del rango válido {detail}", "en": "outside the valid range {detail}"},
+    "rule_not_integer": {"es": "debe ser un número entero", "en": "must be a whole number"},
+    "rule_not_category": {"es": "valor no admitido (admitidos: {detail})", "en": "value not allowed ({detail})"},
+    "score_button": {"es": "Evaluar {n} filas válidas", "en": "Score {n} valid rows"},
+    "scoring_progress": {"es": "Evaluando… {done}/{total}", "en": "Scoring… {done}/{total}"},
+    "scored_title": {"es": "Resultados", "en": "Results"},
+    "scored_summary": {"es": "{n} de {total} filas evaluadas.", "en": "{n} of {total} rows scored."},
+    "download_scored": {"es": "Descargar CSV evaluado", "en": "Download scored CSV"},
+    # ---- model card ----
+    "model_title": {"es": "Modelo", "en": "Model"},
+    "served_now": {
+        "es": "El servicio de predicción usa ahora **{name} versión {version}** (alias «{alias}»).",
+        "en": "The prediction service is now serving **{name} version {version}** (alias '{alias}').",
+    },
+    "serving_now_short": {"es": "en servicio", "en": "serving"},
+    "served_not_alias": {
+        "es": "El servicio usa la versión {served}, pero el alias «{alias}» apunta a la versión {version}: "
+        "el servicio la cargará en su próxima recarga.",
+        "en": "The service uses version {served} but alias '{alias}' points to version {version}: the service "
+        "will pick it up on its next reload.",
+    },
+    "versions_title": {"es": "Versiones registradas", "en": "Registered versions"},
+    "version": {"es": "Versión", "en": "Version"},
+    "aliases": {"es": "Alias", "en": "Aliases"},
+    "serving_col": {"es": "En servicio", "en": "Serving"},
+    "created": {"es": "Creada", "en": "Created"},
+    "errors_col": {"es": "Errores", "en": "Errors"},
+    "gate": {"es": "Control de calidad", "en": "Quality gate"},
+    "gate_passed": {"es": "superado", "en": "passed"},
+    "gate_failed": {"es": "no superado", "en": "failed"},
+    "gate_reasons": {"es": "Motivos", "en": "Reasons"},
+    "select_version": {"es": "Ficha de la versión", "en": "Card for version"},
+    "card_title": {"es": "Ficha del modelo {name} · v{version}", "en": "Model card {name} · v{version}"},
+    "intended_use_title": {"es": "Uso previsto", "en": "Intended use"},
+    "intended_use_text": {
+        "es": "Ayuda para el **cribado**: estima la probabilidad de que una mujer adulta tenga diabetes tipo 2 "
+        "no diagnosticada, para decidir a quién hacer una prueba diagnóstica. **No es un diagnóstico** ni "
+        "sustituye el juicio clínico.",
+        "en": "A **screening** aid: it estimates the probability that an adult woman has undiagnosed type 2 "
+        "diabetes, to decide who should have a diagnostic test. **It is not a diagnosis** and does not replace "
+        "clinical judgement.",
+    },
+    "population_title": {"es": "Población y datos", "en": "Population and data"},
+    "population_text": {
+        "es": "Conjunto de datos `{dataset}`: {n_train} pacientes para entrenar y {n_test} reservadas para la "
+        "evaluación final.",
+        "en": "Dataset `{dataset}`: {n_train} patients for training and {n_test} held out for the final evaluation.",
+    },
+    "registry_text_english": {
+        "es": "Texto tal como figura en el registro (en inglés).",
+        "en": "Text as recorded in the registry.",
+    },
+    "model_details": {
+        "es": "Familia {family}, calibración {calibration} · datos sha256 {checksum}… · código {commit}…",
+        "en": "Family {family}, calibration {calibration} · data sha256 {checksum}… · code {commit}…",
+    },
+    "metrics_title": {
+        "es": "Resultados en datos reservados ({n} pacientes)",
+        "en": "Held-out results ({n} patients)",
+    },
+    "this_model": {"es": "Este modelo (v{version})", "en": "This model (v{version})"},
+    "baseline_logreg_recomputed": {
+        "es": "Regresión logística (recalculada)",
+        "en": "Logistic regression (recomputed)",
+    },
+    "baseline_glucose_recomputed": {"es": "Solo glucosa (recalculada)", "en": "Glucose alone (recomputed)"},
+    "published": {"es": "Publicado: {source}", "en": "Published: {source}"},
+    "sensitivity": {"es": "Sensibilidad", "en": "Sensitivity"},
+    "specificity": {"es": "Especificidad", "en": "Specificity"},
+    "calibration_slope": {"es": "Pendiente de calibración", "en": "Calibration slope"},
+    "calibration_intercept": {"es": "Intercepto de calibración", "en": "Calibration intercept"},
+    "metrics_help": {
+        "es": "ROC AUC: discriminación (más alto es mejor). Brier: error de las probabilidades (más bajo es "
+        "mejor). Errores: clasificaciones erróneas con el umbral del modelo. Las referencias recalculadas usan "
+        "la misma partición; las publicadas vienen de la literatura.",
+        "en": "ROC AUC: discrimination (higher is better). Brier: error of the probabilities (lower is better). "
+        "Errors: misclassifications at the model's threshold. Recomputed baselines use the same split; "
+        "published ones come from the literature.",
+    },
+    "published_unavailable": {
+        "es": "Las referencias publicadas no están disponibles para esta versión.",
+        "en": "Published baselines are not available for this version.",
+    },
+    "plots_title": {"es": "Curva ROC y calibración", "en": "ROC curve and calibration"},
+    "roc_caption": {"es": "Curva ROC en datos reservados", "en": "ROC curve on held-out data"},
+    "calib_caption": {"es": "Calibración en datos reservados", "en": "Calibration on held-out data"},
+    "plot_missing": {
+        "es": "La ejecución no contiene el gráfico `{path}`.",
+        "en": "The run has no `{path}` plot.",
+    },
+    "inputs_title": {"es": "Datos de entrada", "en": "Inputs"},
+    "bands_text": {
+        "es": "Niveles de riesgo: {bands}. Umbral de decisión: {threshold}.",
+        "en": "Risk levels: {bands}. Decision threshold: {threshold}.",
+    },
+    "limits_title": {"es": "Limitaciones", "en": "Limitations"},
+    "limits_text": {
+        "es": "- Desarrollado en mujeres de 21 años o más de la población descrita arriba; en otras poblaciones "
+        "(hombres, otros orígenes, pacientes más jóvenes) no está validado y la calibración puede no "
+        "mantenerse.\n"
+        "- Datos pequeños (unos cientos de pacientes): todas las cifras tienen una incertidumbre amplia.\n"
+        "- La glucosa a las 2 h de la SOG es en sí una prueba diagnóstica; el modelo ordena el riesgo cerca del "
+        "umbral.\n"
+        "- Los datos opcionales no medidos se imputan con la mediana del entrenamiento, lo que añade "
+        "incertidumbre.",
+        "en": "- Developed in women aged 21 or over from the population described above; in other populations "
+        "(men, other ancestries, younger patients) it is not validated and calibration may not hold.\n"
+        "- Small data (a few hundred patients): every figure has wide uncertainty.\n"
+        "- The 2-hour OGTT glucose is itself a diagnostic test; the model ranks risk near the threshold.\n"
+        "- Optional inputs that were not measured are imputed with the training median, which adds "
+        "uncertainty.",
+    },
+    "full_card": {
+        "es": "Ficha completa registrada (en inglés)",
+        "en": "Full registered model card",
+    },
+}
+
+
+def tr(key: str, lang: str, **kwargs: object) -> str:
+    """``key`` in ``lang``; an unknown key shows itself (visible in review) rather than crashing a page."""
+    entry = STRINGS.get(key)
+    if entry is None:
+        return key
+    text = entry.get(lang) or entry[DEFAULT_LANG]
+    return text.format(**kwargs) if kwargs else text
+
+
+def current_lang() -> str:
+    lang = st.session_state.get("lang", DEFAULT_LANG)
+    return lang if lang in LANGS else DEFAULT_LANG
+
+
+def t(key: str, **kwargs: object) -> str:
+    return tr(key, current_lang(), **kwargs)
+
+
+def language_selector() -> None:
+    """Sidebar selector; ``?lang=en`` in the URL picks the starting language (handy for links and tests)."""
+    if "lang" not in st.session_state:
+        wanted = st.query_params.get("lang", DEFAULT_LANG)
+        st.session_state["lang"] = wanted if wanted in LANGS else DEFAULT_LANG
+    st.sidebar.selectbox(t("language"), LANGS, format_func=LANG_NAMES.__getitem__, key="lang")

@@ -1,0 +1,155 @@
+"""Evaluación por lotes: CSV upload, per-row validation against the served spec, chunked scoring, download."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+import requests
+import streamlit as st
+
+from ui import api, batch, components, spec
+from ui.i18n import current_lang, t
+from ui.settings import load
+
+settings = load()
+lang = current_lang()
+
+st.title(t("batch_title"))
+st.caption(t("batch_intro"))
+components.disclaimer()
+
+try:
+    info = api.model_info(settings.api_base_url)
+except api.ApiError as exc:
+    components.api_error(exc, settings.api_base_url)
+    st.stop()
+
+features: list[spec.Feature] = info["features"]
+bands: list[dict[str, Any]] = info.get("risk_bands") or []
+
+with st.expander(t("batch_columns_title")):
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    t("column"): f["name"],
+                    t("feature"): spec.label(f, lang),
+                    t("valid_range_col"): spec.range_text(f),
+                    t("required_col"): t("no") if f.get("optional") else t("yes"),
+                }
+                for f in features
+            ]
+        ),
+        hide_index=True,
+    )
+    st.caption(t("batch_columns_help"))
+    st.download_button(
+        t("download_template"),
+        data=(",".join(f["name"] for f in features) + "\n").encode("utf-8"),
+        file_name="plantilla_pacientes.csv" if lang == "es" else "patients_template.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="template",
+    )
+
+upload = st.file_uploader(t("upload_label"), type=["csv"], key="upload", help=t("upload_help"))
+if upload is None:
+    st.stop()
+
+data = upload.getvalue()
+digest = hashlib.sha256(data).hexdigest()
+try:
+    frame = batch.read_csv(data)
+except (ValueError, pd.errors.ParserError, UnicodeError):
+    st.error(t("csv_unreadable"), icon="📄")
+    st.stop()
+if frame.empty:
+    st.error(t("csv_empty"), icon="📄")
+    st.stop()
+
+check = batch.validate(frame, features)
+n_rows, n_valid = len(check.frame), len(check.valid_index)
+
+st.subheader(t("validation_title"))
+c1, c2, c3 = st.columns(3)
+c1.metric(t("rows_total"), n_rows)
+c2.metric(t("rows_valid"), n_valid)
+c3.metric(t("rows_invalid"), n_rows - n_valid)
+if check.missing_columns:
+    names = ", ".join(
+        spec.label(next(f for f in features if f["name"] == m), lang) + f" (`{m}`)" for m in check.missing_columns
+    )
+    st.error(t("missing_columns", columns=names), icon="📄")
+if check.unknown_columns:
+    st.info(t("unknown_columns", columns=", ".join(f"`{c}`" for c in check.unknown_columns)))
+row_problems = [p for p in check.problems if p.row > 0]
+if row_problems:
+    by_name = {f["name"]: f for f in features}
+    report = pd.DataFrame(
+        [
+            {
+                t("row"): p.row,
+                t("feature"): spec.label(by_name[p.field], lang) if p.field in by_name else p.field,
+                t("problem"): t(f"rule_{p.rule}", detail=p.detail),
+            }
+            for p in row_problems
+        ]
+    )
+    st.dataframe(report, hide_index=True, key="validation_report")
+elif not check.missing_columns:
+    st.success(t("all_rows_valid"), icon="✅")
+
+if n_valid == 0:
+    st.stop()
+
+# Scoring results survive reruns (e.g. the download click) for this exact file and language.
+state_key = f"scored_{digest}_{lang}"
+if st.button(t("score_button", n=n_valid), type="primary", key="score"):
+    bar = st.progress(0.0, text=t("scoring_progress", done=0, total=n_valid))
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=t("scoring_progress", done=done, total=total))
+
+    try:
+        with requests.Session() as session:
+            scored = batch.score(
+                check,
+                lambda chunk: api.predict(
+                    settings.api_base_url, chunk, lang, settings.api_timeout_s, contributions=False, session=session
+                ),
+                settings.batch_chunk_rows,
+                progress,
+            )
+    except api.ApiError as exc:
+        components.api_error(exc, settings.api_base_url, features)
+        st.stop()
+    # Localised band labels and the validation messages of rows that were not sent.
+    band_labels = {b["name"]: spec.localized(b.get("label"), lang) for b in bands}
+    scored["risk_band"] = scored["risk_level"].map(lambda lv: band_labels.get(lv, lv) if lv else None)
+    for p in check.problems:
+        if p.row > 0:
+            pos = scored.index[p.row - 1]
+            prev = scored.at[pos, "errors"]
+            msg = f"{p.field}: {t(f'rule_{p.rule}', detail=p.detail)}"
+            scored.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
+    st.session_state[state_key] = scored
+
+scored = st.session_state.get(state_key)
+if scored is not None:
+    st.subheader(t("scored_title"))
+    n_scored = int(scored["probability"].notna().sum())
+    st.success(t("scored_summary", n=n_scored, total=n_rows), icon="✅")
+    shown = scored.copy()
+    shown["probability"] = shown["probability"].map(lambda p: spec.format_probability(p) if pd.notna(p) else "")
+    st.dataframe(shown, hide_index=True, key="scored_table")
+    st.download_button(
+        t("download_scored"),
+        data=scored.to_csv(index=False).encode("utf-8"),
+        file_name=(upload.name.rsplit(".", 1)[0] or "pacientes") + ("_evaluado.csv" if lang == "es" else "_scored.csv"),
+        mime="text/csv",
+        on_click="ignore",  # no rerun: the table stays as it is
+        key="download_scored",
+        type="primary",
+    )
