@@ -1,0 +1,1 @@
+"""Deployment helpers for Render: the MLflow tracking-server launcher."""

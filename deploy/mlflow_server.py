@@ -1,0 +1,88 @@
+"""Launch the MLflow tracking server the way Render runs it (``python -m deploy.mlflow_server``).
+
+Reads the environment, builds an ``mlflow server`` command line and replaces this process with it:
+
+- ``DATABASE_URL``: backend and registry store. Render hands out ``postgres://``/``postgresql://``;
+  both are rewritten to ``postgresql+psycopg2://``. Unset: ``sqlite:///mlflow.db``.
+- ``PORT``: port to bind on 0.0.0.0 (Render sets it; default 5000).
+- ``MLFLOW_ARTIFACTS_DESTINATION``: where proxied artifacts are stored (default ``./mlruns``).
+  On Render this is a folder on the service's persistent disk.
+- ``MLFLOW_ALLOWED_HOSTS``: Host headers MLflow accepts. MLflow 3.5+ answers 403 to any other
+  Host header except on ``/health``, so a health check passes while the UI and the REST API
+  are unusable. Default: localhost and 127.0.0.1 (any port), ``$RENDER_EXTERNAL_HOSTNAME``
+  (public URL) and ``$RENDER_SERVICE_NAME`` with and without ``:$PORT`` plus the
+  ``<name>-<4-char hash>:<port>`` form of Render's internal hostnames (private network).
+- ``MLFLOW_CORS_ALLOWED_ORIGINS``: origins allowed to send state-changing API requests.
+  Default: ``https://$RENDER_EXTERNAL_HOSTNAME`` when set, so the UI's own POSTs are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from common.backend import normalize_database_url, redact
+
+DEFAULT_PORT = 5000
+DEFAULT_ARTIFACTS_DESTINATION = "./mlruns"
+SQLITE_FALLBACK = "sqlite:///mlflow.db"
+
+
+def backend_store_uri(env: Mapping[str, str]) -> str:
+    url = env.get("DATABASE_URL", "").strip()
+    return normalize_database_url(url) if url else SQLITE_FALLBACK
+
+
+def port(env: Mapping[str, str]) -> int:
+    return int(env.get("PORT") or DEFAULT_PORT)
+
+
+def allowed_hosts(env: Mapping[str, str]) -> str:
+    if env.get("MLFLOW_ALLOWED_HOSTS"):
+        return env["MLFLOW_ALLOWED_HOSTS"]
+    # MLflow compares the Host header exactly (fnmatch when the entry has '*'), port included.
+    hosts = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"]
+    if external := env.get("RENDER_EXTERNAL_HOSTNAME"):
+        hosts.append(external)
+    if internal := env.get("RENDER_SERVICE_NAME"):
+        hosts += [internal, f"{internal}:{port(env)}"]
+        # Render's internal hostname is usually "<service-name>-<4-char hash>" (e.g. "elastic-qeqj").
+        # The character class keeps dots out, so no public domain can match this pattern.
+        hosts.append(f"{internal}-{'[a-z0-9]' * 4}:*")
+    return ",".join(hosts)
+
+
+def cors_allowed_origins(env: Mapping[str, str]) -> str:
+    if env.get("MLFLOW_CORS_ALLOWED_ORIGINS"):
+        return env["MLFLOW_CORS_ALLOWED_ORIGINS"]
+    external = env.get("RENDER_EXTERNAL_HOSTNAME")
+    return f"https://{external}" if external else ""
+
+
+def build_command(env: Mapping[str, str]) -> list[str]:
+    """The ``mlflow server`` argv for this environment (pure: reads nothing but ``env``)."""
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri(env),
+        "--artifacts-destination", env.get("MLFLOW_ARTIFACTS_DESTINATION") or DEFAULT_ARTIFACTS_DESTINATION,
+        "--serve-artifacts",
+        "--host", "0.0.0.0",
+        "--port", str(port(env)),
+        "--allowed-hosts", allowed_hosts(env),
+        "--workers", "1",
+    ]  # fmt: skip
+    if origins := cors_allowed_origins(env):
+        command += ["--cors-allowed-origins", origins]
+    return command
+
+
+def main() -> None:
+    command = build_command(os.environ)
+    shown = [redact(arg) if "://" in arg else arg for arg in command]
+    print("deploy.mlflow_server: exec", " ".join(shown), file=sys.stderr, flush=True)
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
