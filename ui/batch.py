@@ -150,11 +150,12 @@ def score(
             body = call(records(validation.values, part))
         except ApiValidationError as exc:
             for e in exc.errors:
-                r = int(e.get("row", 0))
-                if 0 <= r < len(part):
-                    pos = out.index[part[r]]
+                msg = f"{e.get('field', '')}: {e.get('message') or e.get('rule', '')}"
+                r = e.get("row")  # 0-based within the chunk; None means the whole request
+                targets = [part[r]] if isinstance(r, int) and 0 <= r < len(part) else part
+                for i in targets:
+                    pos = out.index[i]
                     prev = out.at[pos, "errors"]
-                    msg = f"{e.get('field', '')}: {e.get('message') or e.get('rule', '')}"
                     out.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
         else:
             version = str((body.get("model") or {}).get("version", ""))

@@ -35,7 +35,8 @@ def validation_errors(errors: list[dict[str, Any]], features: list[Feature], sho
     """The API's 422 errors as readable, field-level messages (the API writes them in our language)."""
     lines = []
     for e in errors:
-        where = t("row_n", n=int(e.get("row", 0)) + 1) + " · " if show_rows else ""
+        row = e.get("row")  # None for errors about the whole request
+        where = t("row_n", n=int(row) + 1) + " · " if show_rows and isinstance(row, int) else ""
         message = e.get("message") or e.get("rule") or ""
         lines.append(f"- {where}**{field_label(str(e.get('field', '')), features)}**: {message}")
     st.error(t("fix_fields") + "\n\n" + "\n".join(lines), icon="✏️")

@@ -1,0 +1,248 @@
+"""Streamlit AppTest for each page of the clinicians' app, against the real API and registry (tests/test_ui_stack)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+
+from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack  # noqa: F401 - ui_stack is a fixture
+from ui import spec
+from ui.i18n import tr
+
+APP = str(ROOT / "ui" / "app.py")
+TIMEOUT_S = 60  # first runs import pandas/altair/mlflow; later runs take milliseconds
+
+# A realistic patient for the bundled data; features not listed here get their range midpoint, so the
+# test keeps working if the spec gains a feature.
+EXAMPLE = {
+    "embarazos": 2,
+    "glucosa": 148,
+    "presion_diastolica": 72,
+    "pliegue_triceps": 35,
+    "imc": 33.6,
+    "pedigri_diabetes": 0.627,
+    "edad": 50,
+}
+
+
+@pytest.fixture
+def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811 - pytest fixture injection
+    return requests.get(f"{ui_stack.api_url}/model/info", timeout=10).json()
+
+
+@pytest.fixture
+def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa: F811
+    """AppTest runs the script in this process: point its settings (read from os.environ) at the stack."""
+    for key in ("API_HOSTPORT", "MLFLOW_TRACKING_HOSTPORT", "MODEL_NAME", "MODEL_ALIAS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("API_BASE_URL", ui_stack.api_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ui_stack.tracking_uri)
+    return ui_stack
+
+
+def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for f in features:
+        value = EXAMPLE.get(f["name"], (f["min"] + f["max"]) / 2)
+        out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
+    return out
+
+
+def api_predict(stack: Stack, patients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    resp = requests.post(f"{stack.api_url}/predict", json=patients, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["predictions"]
+
+
+def run_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def fill(at: AppTest, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        at.number_input(key=f"feat_{name}").set_value(value)
+
+
+# ---- Evaluación individual ---------------------------------------------------------------------------------
+def test_form_has_one_widget_per_spec_feature(app_env: Stack, info: dict[str, Any]) -> None:
+    at = run_app()
+    features = info["features"]
+    inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
+    selects = [w for w in at.selectbox if str(w.key).startswith("feat_")]
+    assert [w.key for w in [*inputs, *selects]] == [f"feat_{f['name']}" for f in features]
+    for w, f in zip(inputs, features, strict=True):
+        assert w.label == spec.label(f, "es")  # Spanish by default, with the unit
+        assert (w.min, w.max) == (f["min"], f["max"])
+        assert w.value is None  # no invented defaults: the clinician types every value
+    optional = {f["name"] for f in features if f.get("optional")}
+    assert {str(c.key).removeprefix("nm_") for c in at.checkbox if str(c.key).startswith("nm_")} == optional
+    assert at.title[0].value == tr("individual_title", "es")
+
+
+def test_submit_shows_the_api_probability(app_env: Stack, info: dict[str, Any]) -> None:
+    values = patient(info["features"])
+    expected = api_predict(app_env, [values])[0]
+    at = run_app()
+    fill(at, values)
+    at.button(key="submit").click().run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    probability = next(m for m in at.metric if m.label == tr("probability", "es"))
+    assert probability.value == spec.format_probability(expected["probability"])
+    band = spec.band_for(info["risk_bands"], expected["risk_level"])
+    page_md = "\n".join(m.value for m in at.markdown)
+    assert spec.localized(band["label"], "es") in page_md and band["color"] in page_md
+    assert any(
+        tr("model_version_used", "es", name=info["name"], version=info["version"]) == c.value for c in at.caption
+    )
+    assert at.warning[0].value == tr("disclaimer", "es")
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "contributions chart missing"
+
+
+def test_not_measured_leaves_the_field_out(app_env: Stack, info: dict[str, Any]) -> None:
+    optional = next(f["name"] for f in info["features"] if f.get("optional"))
+    values = patient(info["features"])
+    at = run_app()
+    fill(at, values)
+    at.checkbox(key=f"nm_{optional}").check().run()
+    assert at.number_input(key=f"feat_{optional}").disabled
+    at.button(key="submit").click().run()
+    del values[optional]
+    expected = api_predict(app_env, [values])[0]
+    probability = next(m for m in at.metric if m.label == tr("probability", "es"))
+    assert probability.value == spec.format_probability(expected["probability"])
+
+
+def test_api_422_is_shown_per_field(app_env: Stack, info: dict[str, Any]) -> None:
+    required = [f for f in info["features"] if not f.get("optional")]
+    values = patient(info["features"])
+    del values[required[0]["name"]]  # left empty: the API answers 422 for this field
+    at = run_app()
+    fill(at, values)
+    at.button(key="submit").click().run()
+    assert not at.exception
+    assert not at.metric  # no result
+    message = at.error[0].value
+    assert spec.label(required[0], "es") in message  # the clinician's label, not the API field name
+    assert "obligatorio" in message  # the API's message, in Spanish
+    assert "Traceback" not in message
+
+
+def test_language_switch_changes_labels(app_env: Stack, info: dict[str, Any]) -> None:
+    at = run_app()
+    at.selectbox(key="lang").set_value("en").run()
+    assert at.title[0].value == tr("individual_title", "en")
+    inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
+    assert [w.label for w in inputs] == [spec.label(f, "en") for f in info["features"] if f["type"] == "numeric"]
+    assert at.button(key="submit").label == tr("submit", "en")
+    # the choice survives a page switch
+    at.switch_page("views/model.py").run()
+    assert at.title[0].value == tr("model_title", "en")
+
+
+@pytest.mark.parametrize("page", [None, "views/batch.py", "views/model.py"])
+def test_api_down_shows_a_banner(app_env: Stack, monkeypatch: pytest.MonkeyPatch, page: str | None) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("API_BASE_URL", closed)
+    at = run_app(page)
+    assert at.error, "no banner"
+    assert at.error[0].value == tr("api_down", "es", url=closed)
+    if page == "views/model.py":  # the registry part still works without the API
+        assert at.subheader[0].value == tr("versions_title", "es")
+
+
+def test_registry_down_shows_a_banner(app_env: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
+    at = run_app("views/model.py")
+    assert [e.value for e in at.error] == [tr("registry_down", "es", uri=closed)]
+    assert "Traceback" not in "".join(e.value for e in at.error)
+
+
+# ---- Evaluación por lotes -----------------------------------------------------------------------------------
+def test_batch_validation_report_and_scoring(app_env: Stack, info: dict[str, Any]) -> None:
+    features = info["features"]
+    good = patient(features)
+    required = next(f for f in features if not f.get("optional") and not f.get("integer"))
+    whole = next(f for f in features if f.get("integer"))
+    rows = [
+        {"id": "A", **good},
+        {"id": "B", **good, required["name"]: required["max"] + 1},  # out of range
+        {"id": "C", **good, required["name"]: None},  # required value empty
+        {"id": "D", **good, whole["name"]: 2.5},  # not a whole number
+        {"id": "E", **good, required["name"]: "abc"},  # not a number
+        {
+            "id": "F",
+            **{k: v for k, v in good.items() if not next(f for f in features if f["name"] == k).get("optional")},
+        },
+    ]
+    csv = pd.DataFrame(rows).to_csv(index=False).encode()
+    at = run_app("views/batch.py")
+    at.file_uploader(key="upload").set_value(("pacientes.csv", csv, "text/csv")).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {tr("rows_total", "es"): "6", tr("rows_valid", "es"): "2", tr("rows_invalid", "es"): "4"}
+    report = next(d.value for d in at.dataframe if tr("problem", "es") in d.value.columns)
+    assert report[tr("row", "es")].tolist() == [2, 3, 4, 5]
+    problems = report[tr("problem", "es")].tolist()
+    assert problems[0].startswith(tr("rule_out_of_range", "es", detail="")[:10])
+    assert problems[1] == tr("rule_required", "es")
+    assert problems[2] == tr("rule_not_integer", "es")
+    assert problems[3] == tr("rule_not_number", "es")
+    assert report[tr("feature", "es")].tolist()[0] == spec.label(required, "es")
+
+    at.button(key="score").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("download_button"), "no download button"
+    scored = next(d.value for d in at.dataframe if "risk_level" in d.value.columns)
+    assert scored["id"].tolist() == ["A", "B", "C", "D", "E", "F"]
+    expected = api_predict(app_env, [good, {k: v for k, v in rows[5].items() if k != "id"}])
+    shown = scored["probability"].tolist()
+    assert shown[0] == spec.format_probability(expected[0]["probability"])
+    assert shown[5] == spec.format_probability(expected[1]["probability"])
+    assert shown[1:5] == ["", "", "", ""]
+    assert scored["errors"].iloc[1:5].notna().all()
+
+
+def test_batch_missing_required_column(app_env: Stack, info: dict[str, Any]) -> None:
+    features = info["features"]
+    required = next(f for f in features if not f.get("optional"))
+    df = pd.DataFrame([patient(features)]).drop(columns=[required["name"]])
+    at = run_app("views/batch.py")
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, sep=";")  # Spanish-locale export
+    at.file_uploader(key="upload").set_value(("p.csv", buf.getvalue().encode(), "text/csv")).run()
+    assert not at.exception
+    assert required["name"] in at.error[0].value
+    assert not [b for b in at.button if b.key == "score"]
+
+
+# ---- Modelo -------------------------------------------------------------------------------------------------
+def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any]) -> None:
+    at = run_app("views/model.py")
+    assert not at.error, [e.value for e in at.error]
+    served = requests.get(f"{app_env.api_url}/health", timeout=5).json()["model"]
+    assert at.success[0].value == tr(
+        "served_now", "es", name=served["name"], version=served["version"], alias=served["alias"]
+    )
+    versions = next(d.value for d in at.dataframe if tr("aliases", "es") in d.value.columns)
+    row = versions[versions[tr("version", "es")] == str(served["version"])].iloc[0]
+    assert "champion" in row[tr("aliases", "es")] and row[tr("serving_col", "es")] == "✅"
+    metrics = next(
+        d.value for d in at.dataframe if tr("this_model", "es", version=served["version"]) in d.value.columns
+    )
+    assert (
+        metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])] == f"{info['metrics']['roc_auc']:.3f}"
+    )
+    assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
+    assert len(at.get("imgs")) == 2  # ROC and calibration from the run's artifacts
+    assert tr("intended_use_title", "es") in [s.value for s in at.subheader]

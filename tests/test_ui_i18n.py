@@ -1,0 +1,44 @@
+"""Every UI string exists in both languages, with the same placeholders; and every key the code uses exists."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from ui.i18n import LANGS, STRINGS, tr
+
+UI = Path(__file__).resolve().parent.parent / "ui"
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_every_key_has_every_language() -> None:
+    for key, entry in STRINGS.items():
+        assert set(entry) == set(LANGS), key
+        for lang in LANGS:
+            assert entry[lang].strip(), f"{key}/{lang} is empty"
+
+
+def test_placeholders_match_across_languages() -> None:
+    for key, entry in STRINGS.items():
+        assert placeholders(entry["es"]) == placeholders(entry["en"]), key
+
+
+def test_every_key_used_in_the_code_exists() -> None:
+    used: set[str] = set()
+    for path in UI.rglob("*.py"):
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z0-9_]+)["']""", path.read_text(encoding="utf-8")))
+    used |= {
+        f"rule_{r}" for r in ("missing_column", "required", "not_number", "out_of_range", "not_integer", "not_category")
+    }  # built as t(f"rule_{p.rule}") in the batch page
+    assert used, "no t(...) calls found"
+    assert sorted(used - set(STRINGS)) == []
+
+
+def test_spanish_is_the_default_and_unknown_languages_fall_back() -> None:
+    assert LANGS[0] == "es"
+    assert tr("submit", "xx") == STRINGS["submit"]["es"]
+    assert tr("row_n", "en", n=3) == "Row 3"
