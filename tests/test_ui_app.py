@@ -78,8 +78,11 @@ def test_form_has_one_widget_per_spec_feature(app_env: Stack, info: dict[str, An
     features = info["features"]
     inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
     selects = [w for w in at.selectbox if str(w.key).startswith("feat_")]
-    assert [w.key for w in [*inputs, *selects]] == [f"feat_{f['name']}" for f in features]
-    for w, f in zip(inputs, features, strict=True):
+    # Exactly one widget per feature (the two-column layout orders them column by column).
+    assert sorted(w.key for w in [*inputs, *selects]) == sorted(f"feat_{f['name']}" for f in features)
+    by_key = {w.key: w for w in inputs}
+    for f in features:
+        w = by_key[f"feat_{f['name']}"]
         assert w.label == spec.label(f, "es")  # Spanish by default, with the unit
         assert (w.min, w.max) == (f["min"], f["max"])
         assert w.value is None  # no invented defaults: the clinician types every value
@@ -142,7 +145,8 @@ def test_language_switch_changes_labels(app_env: Stack, info: dict[str, Any]) ->
     at.selectbox(key="lang").set_value("en").run()
     assert at.title[0].value == tr("individual_title", "en")
     inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
-    assert [w.label for w in inputs] == [spec.label(f, "en") for f in info["features"] if f["type"] == "numeric"]
+    labels = {w.key: w.label for w in inputs}
+    assert labels == {f"feat_{f['name']}": spec.label(f, "en") for f in info["features"] if f["type"] == "numeric"}
     assert at.button(key="submit").label == tr("submit", "en")
     # the choice survives a page switch
     at.switch_page("views/model.py").run()
@@ -236,7 +240,7 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     )
     versions = next(d.value for d in at.dataframe if tr("aliases", "es") in d.value.columns)
     row = versions[versions[tr("version", "es")] == str(served["version"])].iloc[0]
-    assert "champion" in row[tr("aliases", "es")] and row[tr("serving_col", "es")] == "✅"
+    assert "champion" in row[tr("aliases", "es")] and row[tr("serving_col", "es")] == "✓"
     metrics = next(
         d.value for d in at.dataframe if tr("this_model", "es", version=served["version"]) in d.value.columns
     )
@@ -244,5 +248,5 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
         metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])] == f"{info['metrics']['roc_auc']:.3f}"
     )
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
-    assert len(at.get("imgs")) == 2  # ROC and calibration from the run's artifacts
+    assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]

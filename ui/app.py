@@ -20,13 +20,18 @@ from ui.i18n import t  # noqa: E402
 
 log = logging.getLogger("ui")
 
-st.set_page_config(page_title=t("app_title"), page_icon="🩺", layout="wide")
+# Clinicians get neither developer menus nor exception details (pages catch errors; this is the backstop).
+st.set_option("client.toolbarMode", "viewer")
+st.set_option("client.showErrorDetails", "none")
+st.set_page_config(page_title=t("app_title"), page_icon=":material/monitor_heart:", layout="wide")
 i18n.language_selector()
 
 pages = [
-    st.Page("views/individual.py", title=t("nav_individual"), icon="🩺", url_path="individual", default=True),
-    st.Page("views/batch.py", title=t("nav_batch"), icon="📋", url_path="lotes"),
-    st.Page("views/model.py", title=t("nav_model"), icon="📄", url_path="modelo"),
+    st.Page(
+        "views/individual.py", title=t("nav_individual"), icon=":material/person:", url_path="individual", default=True
+    ),
+    st.Page("views/batch.py", title=t("nav_batch"), icon=":material/table_view:", url_path="lotes"),
+    st.Page("views/model.py", title=t("nav_model"), icon=":material/description:", url_path="modelo"),
 ]
 page = st.navigation(pages)
 st.sidebar.caption(t("sidebar_disclaimer"))

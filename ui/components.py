@@ -21,9 +21,9 @@ def api_error(exc: ApiError, base_url: str, features: list[Feature] | None = Non
     if isinstance(exc, ApiValidationError):
         validation_errors(exc.errors, features or [], show_rows=False)
     elif isinstance(exc, ApiBadResponse):
-        st.error(t("api_bad_response", url=base_url), icon="⚠️")
+        st.error(t("api_bad_response", url=base_url), icon=":material/warning:")
     else:
-        st.error(t("api_down", url=base_url), icon="🔌")
+        st.error(t("api_down", url=base_url), icon=":material/cloud_off:")
 
 
 def field_label(field: str, features: list[Feature]) -> str:
@@ -39,7 +39,7 @@ def validation_errors(errors: list[dict[str, Any]], features: list[Feature], sho
         where = t("row_n", n=int(row) + 1) + " · " if show_rows and isinstance(row, int) else ""
         message = e.get("message") or e.get("rule") or ""
         lines.append(f"- {where}**{field_label(str(e.get('field', '')), features)}**: {message}")
-    st.error(t("fix_fields") + "\n\n" + "\n".join(lines), icon="✏️")
+    st.error(t("fix_fields") + "\n\n" + "\n".join(lines), icon=":material/edit:")
 
 
 def _text_color(hex_color: str) -> str:
@@ -103,4 +103,4 @@ def sigmoid(x: float) -> float:
 
 
 def disclaimer() -> None:
-    st.warning(t("disclaimer"), icon="⚕️")
+    st.warning(t("disclaimer"), icon=":material/medical_information:")

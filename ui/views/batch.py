@@ -63,10 +63,10 @@ digest = hashlib.sha256(data).hexdigest()
 try:
     frame = batch.read_csv(data)
 except (ValueError, pd.errors.ParserError, UnicodeError):
-    st.error(t("csv_unreadable"), icon="📄")
+    st.error(t("csv_unreadable"), icon=":material/description:")
     st.stop()
 if frame.empty:
-    st.error(t("csv_empty"), icon="📄")
+    st.error(t("csv_empty"), icon=":material/description:")
     st.stop()
 
 check = batch.validate(frame, features)
@@ -81,7 +81,7 @@ if check.missing_columns:
     names = ", ".join(
         spec.label(next(f for f in features if f["name"] == m), lang) + f" (`{m}`)" for m in check.missing_columns
     )
-    st.error(t("missing_columns", columns=names), icon="📄")
+    st.error(t("missing_columns", columns=names), icon=":material/description:")
 if check.unknown_columns:
     st.info(t("unknown_columns", columns=", ".join(f"`{c}`" for c in check.unknown_columns)))
 row_problems = [p for p in check.problems if p.row > 0]
@@ -99,7 +99,7 @@ if row_problems:
     )
     st.dataframe(report, hide_index=True, key="validation_report")
 elif not check.missing_columns:
-    st.success(t("all_rows_valid"), icon="✅")
+    st.success(t("all_rows_valid"), icon=":material/check_circle:")
 
 if n_valid == 0:
     st.stop()
@@ -140,7 +140,7 @@ scored = st.session_state.get(state_key)
 if scored is not None:
     st.subheader(t("scored_title"))
     n_scored = int(scored["probability"].notna().sum())
-    st.success(t("scored_summary", n=n_scored, total=n_rows), icon="✅")
+    st.success(t("scored_summary", n=n_scored, total=n_rows), icon=":material/check_circle:")
     shown = scored.copy()
     shown["probability"] = shown["probability"].map(lambda p: spec.format_probability(p) if pd.notna(p) else "")
     st.dataframe(shown, hide_index=True, key="scored_table")

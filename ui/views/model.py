@@ -25,16 +25,16 @@ try:
     health = api.health(settings.api_base_url)
     served = health.get("model") or {}
     if health.get("status") == "down" or not served.get("version"):
-        st.error(t("api_no_model", url=settings.api_base_url), icon="🔌")
+        st.error(t("api_no_model", url=settings.api_base_url), icon=":material/cloud_off:")
     else:
         st.success(
             t("served_now", name=served.get("name", ""), version=served.get("version"), alias=served.get("alias", "")),
-            icon="🟢",
+            icon=":material/check_circle:",
         )
         if health.get("status") == "degraded":
-            st.warning(t("api_degraded"), icon="⚠️")
+            st.warning(t("api_degraded"), icon=":material/warning:")
 except api.ApiError:
-    st.error(t("api_down", url=settings.api_base_url), icon="🔌")
+    st.error(t("api_down", url=settings.api_base_url), icon=":material/cloud_off:")
 served_version = str(served.get("version") or "")
 
 info: dict[str, Any] | None = None
@@ -48,19 +48,26 @@ if served_version:
 try:
     versions = registry.versions(settings.tracking_uri, settings.model_name)
 except registry.ModelNotFound:
-    st.error(t("registry_no_model", name=settings.model_name, uri=redact(settings.tracking_uri)), icon="🗂️")
+    st.error(
+        t("registry_no_model", name=settings.model_name, uri=redact(settings.tracking_uri)), icon=":material/database:"
+    )
     st.stop()
 except registry.RegistryError:
-    st.error(t("registry_down", uri=redact(settings.tracking_uri)), icon="🗂️")
+    st.error(t("registry_down", uri=redact(settings.tracking_uri)), icon=":material/database:")
     st.stop()
 if not versions:
-    st.error(t("registry_no_model", name=settings.model_name, uri=redact(settings.tracking_uri)), icon="🗂️")
+    st.error(
+        t("registry_no_model", name=settings.model_name, uri=redact(settings.tracking_uri)), icon=":material/database:"
+    )
     st.stop()
 
 by_version = {v["version"]: v for v in versions}
 champion = next((v["version"] for v in versions if settings.model_alias in v["aliases"]), None)
 if served_version and champion and served_version != champion:
-    st.warning(t("served_not_alias", served=served_version, alias=settings.model_alias, version=champion), icon="⚠️")
+    st.warning(
+        t("served_not_alias", served=served_version, alias=settings.model_alias, version=champion),
+        icon=":material/warning:",
+    )
 
 
 def _when(ms: int) -> str:
@@ -74,7 +81,7 @@ st.dataframe(
             {
                 t("version"): v["version"],
                 t("aliases"): ", ".join(v["aliases"]),
-                t("serving_col"): "✅" if v["version"] == served_version else "",
+                t("serving_col"): "✓" if v["version"] == served_version else "",
                 t("created"): _when(v["created_ms"]),
                 "ROC AUC": v["tags"].get("roc_auc", ""),
                 "Brier": v["tags"].get("brier", ""),
@@ -110,7 +117,7 @@ try:
     run = registry.run_data(settings.tracking_uri, mv["run_id"]) if mv["run_id"] else {"metrics": {}, "params": {}}
     card_md = registry.run_artifact(settings.tracking_uri, mv["run_id"], "model_card.md") if mv["run_id"] else None
 except registry.RegistryError:
-    st.error(t("registry_down", uri=redact(settings.tracking_uri)), icon="🗂️")
+    st.error(t("registry_down", uri=redact(settings.tracking_uri)), icon=":material/database:")
     st.stop()
 # The spec stored with the version; for the served version /model/info carries the same fields.
 mspec = registry.model_spec(settings.tracking_uri, settings.model_name, selected)
