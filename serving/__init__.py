@@ -1,0 +1,1 @@
+"""Serving API for the registered diabetes risk model (see serving/app.py)."""

@@ -1,0 +1,103 @@
+"""``python -m serving``: gunicorn (process manager) with uvicorn workers, the app preloaded in the master.
+
+Why this shape:
+- ``preload_app``: the master imports MLflow/pandas and loads the model once; forked workers share those
+  pages copy-on-write, so two workers cost little more than one (PSS, what a container limit counts).
+- uvloop + httptools, no access log: per-request overhead is most of a 1-row request's cost.
+- TCP_NODELAY on the listening socket (inherited by accepted connections on Linux): uvicorn binds through
+  gunicorn's socket here, and asyncio only sets TCP_NODELAY itself when the socket's proto is IPPROTO_TCP,
+  which sockets created as ``socket(AF_INET, SOCK_STREAM)`` do not report; without it Nagle + delayed ACK
+  stalls responses on reused keep-alive connections by ~40 ms.
+- one model watcher thread per worker (threads do not survive fork), started after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from typing import Any
+
+from serving.settings import Settings, SettingsError
+
+
+def _prepare_metrics_dir() -> str:
+    # Must be set before prometheus_client is imported anywhere (it picks its value class at import).
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)  # stale files from a previous run would be summed in
+        os.makedirs(path, exist_ok=True)
+        return path
+    path = tempfile.mkdtemp(prefix="serving-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+    )
+    _prepare_metrics_dir()
+    settings.apply_mlflow_defaults()
+
+    from gunicorn.app.base import BaseApplication
+
+    from serving.app import create_app
+    from serving.model_store import ModelStore
+
+    store = ModelStore(settings)
+
+    def post_fork(server: Any, worker: Any) -> None:
+        store.after_fork()
+        store.start_watcher()
+
+    def when_ready(server: Any) -> None:
+        for listener in server.LISTENERS:
+            sock = getattr(listener, "sock", None)
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{settings.host}:{settings.port}",
+                "workers": settings.workers,
+                "worker_class": "serving.worker.Worker",
+                "preload_app": True,
+                # gunicorn kills a worker stuck past this: the hard bound behind the cooperative REQUEST_TIMEOUT_S
+                "timeout": max(30, int(settings.request_timeout_s * 3)),
+                "graceful_timeout": 10,
+                "keepalive": 5,
+                "accesslog": None,
+                "control_socket_disable": True,  # no shared ~/.gunicorn socket between several local servers
+                "loglevel": settings.log_level,
+                "post_fork": post_fork,
+                "when_ready": when_ready,
+                "child_exit": child_exit,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            store.load_initial()
+            return create_app(settings, store)
+
+    Server().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The served model: resolve ``<name>@<alias>`` in the registry, keep a local copy, load it, hot-swap it.
+
+Layout of the cache (``MODEL_CACHE_DIR``)::
+
+    <cache>/<name>/<version>/model/...          the downloaded MLflow model
+    <cache>/<name>/<version>/serving-meta.json  name, version, run id, creation time
+    <cache>/<name>/@<alias>.json                the last version this alias was seen pointing at
+
+Everything is written to a temporary name and renamed, so a crash or two workers racing never leave
+a half-written copy that a later start would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from common.backend import redact
+from serving.settings import Settings
+
+log = logging.getLogger("serving.model")
+
+META_FILE = "serving-meta.json"
+
+
+class RegistryTimeout(RuntimeError):
+    """The registry did not answer within REGISTRY_TIMEOUT_S."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version. Immutable: a swap replaces the whole object, so a request that took a
+    reference keeps a consistent model until it finishes."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    created_at: str
+    source: str  # "registry" (confirmed by the registry) or "cache" (registry not reachable at load)
+    path: Path
+    pyfunc: Any
+    risk: Any  # the RiskModel (pipeline/risk_model.py as stored inside the model)
+    signature: dict[str, Any]
+    names: list[str]
+    index: dict[str, int]
+    categories: dict[int, dict[str, float]]  # column index -> category -> code
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.risk.spec
+
+
+def _signature_dict(pyfunc: Any) -> dict[str, Any]:
+    sig = pyfunc.metadata.signature
+    if sig is None:
+        return {}
+    # MLflow stores each part as a JSON string; the UI wants real JSON.
+    return {k: json.loads(v) if isinstance(v, str) else v for k, v in sig.to_dict().items()}
+
+
+def load_local(path: Path, meta: dict[str, Any], source: str) -> ServedModel:
+    """Load a model from a local directory (no registry access, no `models:/` resolution)."""
+    pyfunc = mlflow.pyfunc.load_model(str(path))
+    risk = pyfunc.unwrap_python_model()
+    names = list(risk.names)
+    cats = {names.index(n): dict(m) for n, m in risk.categories.items()}
+    return ServedModel(
+        name=meta["name"],
+        version=str(meta["version"]),
+        alias=meta["alias"],
+        run_id=meta.get("run_id") or "",
+        created_at=meta.get("created_at") or "",
+        source=source,
+        path=path,
+        pyfunc=pyfunc,
+        risk=risk,
+        signature=_signature_dict(pyfunc),
+        names=names,
+        index={n: i for i, n in enumerate(names)},
+        categories=cats,
+    )
+
+
+def _atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
+
+
+def _with_timeout(fn: Any, timeout: float) -> Any:
+    """Run a registry call in a helper thread so a hung database or server cannot hang the caller."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="registry-call", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise RegistryTimeout(f"registry did not answer within {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class ModelStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.current: ServedModel | None = None
+        self.registry_reachable = False
+        self.registry_version: str | None = None  # what the alias pointed at on the last successful check
+        self.last_check: float | None = None
+        self.started = time.time()
+        self._lock = threading.Lock()  # one load/swap at a time within a process
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._listeners: list[Any] = []
+        self._client: MlflowClient | None = None
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.settings.cache_dir / self.settings.model_name.replace("/", "_")
+
+    def _pointer(self) -> Path:
+        return self.model_dir / f"@{self.settings.model_alias}.json"
+
+    # ---- registry ------------------------------------------------------------------------------------
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            uri = self.settings.tracking_uri
+            mlflow.set_tracking_uri(uri)
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return self._client
+
+    def resolve(self) -> dict[str, Any]:
+        """The alias's current version as cache metadata; raises when the registry cannot say."""
+
+        def call() -> dict[str, Any]:
+            mv = self.client().get_model_version_by_alias(self.settings.model_name, self.settings.model_alias)
+            created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+            return {
+                "name": mv.name,
+                "version": str(mv.version),
+                "alias": self.settings.model_alias,
+                "run_id": mv.run_id or "",
+                "created_at": created,
+            }
+
+        try:
+            meta = _with_timeout(call, self.settings.registry_timeout_s)
+        except Exception:
+            self.registry_reachable = False
+            raise
+        finally:
+            self.last_check = time.time()
+        self.registry_reachable = True
+        self.registry_version = meta["version"]
+        return meta
+
+    def ensure_cached(self, meta: dict[str, Any]) -> Path:
+        """Download the version once into the cache; return the local model directory."""
+        final = self.model_dir / meta["version"]
+        if (final / META_FILE).exists():
+            return final / "model"
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=f".dl-{meta['version']}-"))
+        try:
+            uri = f"models:/{meta['name']}/{meta['version']}"
+            _with_timeout(
+                lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model")),
+                max(60.0, self.settings.registry_timeout_s),
+            )
+            (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / META_FILE).exists():  # another worker won the race only if its copy is complete
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final / "model"
+
+    def cached_meta(self) -> dict[str, Any] | None:
+        try:
+            version = json.loads(self._pointer().read_text(encoding="utf-8"))["version"]
+            return json.loads((self.model_dir / str(version) / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # ---- loading -------------------------------------------------------------------------------------
+    def on_swap(self, fn: Any) -> None:
+        self._listeners.append(fn)
+
+    def _activate(self, model: ServedModel) -> None:
+        old = self.current
+        self.current = model  # one reference assignment: requests see the old or the new model, never a mix
+        for fn in self._listeners:
+            fn(model)
+        if old is None or old.version != model.version:
+            log.info("serving %s version %s (%s)", model.name, model.version, model.source)
+
+    def load_initial(self) -> None:
+        """Registry first; if it cannot answer, the last good local copy (served as degraded)."""
+        s = self.settings
+        log.info("registry %s, model %s@%s", redact(s.tracking_uri), s.model_name, s.model_alias)
+        with self._lock:
+            try:
+                meta = self.resolve()
+                path = self.ensure_cached(meta)
+                model = load_local(path, meta, source="registry")
+                _atomic_write_json(self._pointer(), {"version": meta["version"]})
+                self._activate(model)
+                return
+            except Exception as exc:  # noqa: BLE001 - any registry failure falls back to the cache
+                log.warning("registry load failed (%s); trying the local copy", type(exc).__name__)
+            meta = self.cached_meta()
+            if meta is None:
+                log.error("no local copy in %s: not serving until the registry answers", self.model_dir)
+                return
+            try:
+                self._activate(load_local(self.model_dir / meta["version"] / "model", meta, source="cache"))
+            except Exception as exc:  # noqa: BLE001 - a broken copy leaves the service "down", not crashed
+                log.error("local copy of version %s failed to load (%s)", meta["version"], type(exc).__name__)
+
+    def check_once(self) -> None:
+        """One watcher tick: follow the alias; swap when it moved; mark a cached model as confirmed."""
+        try:
+            meta = self.resolve()
+        except Exception as exc:  # noqa: BLE001 - unreachable registry: keep serving what we have
+            log.warning("registry check failed (%s)", type(exc).__name__)
+            return
+        cur = self.current
+        if cur is not None and cur.version == meta["version"]:
+            if cur.source != "registry":
+                self._activate(_replace_source(cur, "registry"))
+            return
+        with self._lock:
+            try:
+                path = self.ensure_cached(meta)
+                model = load_local(path, meta, source="registry")
+            except Exception as exc:  # noqa: BLE001 - a bad new version must never take the old one down
+                log.error("loading version %s failed (%s); keeping the current model", meta["version"], exc)
+                return
+            _atomic_write_json(self._pointer(), {"version": meta["version"]})
+            self._activate(model)
+
+    def start_watcher(self) -> None:
+        interval = self.settings.reload_interval_s
+        if interval <= 0 or self._watcher is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            # A model that failed to load at start is retried sooner than a healthy one is re-checked.
+            while not self._stop.wait(interval if self.current is not None else min(interval, 2.0)):
+                try:
+                    self.check_once()
+                except Exception:  # noqa: BLE001 - the watcher must survive anything
+                    log.exception("model watcher tick failed")
+
+        self._watcher = threading.Thread(target=loop, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watcher(self) -> None:
+        self._stop.set()
+
+    def after_fork(self) -> None:
+        """In a freshly forked worker: drop database connections inherited from the parent (sharing one
+        socket between processes corrupts it) and forget the parent's threads."""
+        for module in ("mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.sqlalchemy_store"):
+            try:
+                cls = __import__(module, fromlist=["SqlAlchemyStore"]).SqlAlchemyStore
+            except ImportError:
+                continue
+            for engine in list(getattr(cls, "_engine_map", {}).values()):
+                engine.dispose(close=False)
+        self._watcher = None
+        self._lock = threading.Lock()
+
+    def health(self) -> dict[str, Any]:
+        cur = self.current
+        if cur is None:
+            status = "down"
+        elif self.registry_reachable and cur.source == "registry" and self.registry_version == cur.version:
+            status = "ok"
+        else:
+            status = "degraded"
+        return {
+            "status": status,
+            "model": {
+                "name": self.settings.model_name,
+                "version": cur.version if cur else None,
+                "alias": self.settings.model_alias,
+            },
+            "registry_reachable": self.registry_reachable,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+
+def _replace_source(model: ServedModel, source: str) -> ServedModel:
+    from dataclasses import replace
+
+    return replace(model, source=source)
