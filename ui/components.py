@@ -6,8 +6,6 @@ import html
 import math
 from typing import Any
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from ui import spec
@@ -66,6 +64,10 @@ def risk_badge(band: dict[str, Any] | None, level: str) -> None:
 
 def contributions_chart(contributions: dict[str, float], features: list[Feature], not_measured: set[str]) -> None:
     """Horizontal bars: how much each input moves the log-odds from the reference patient, largest first."""
+    # Imported here, not at module top: ~0.7 s the form page does not need before the first result.
+    import altair as alt
+    import pandas as pd
+
     lang = current_lang()
     rows = []
     for f in features:
@@ -85,7 +87,9 @@ def contributions_chart(contributions: dict[str, float], features: list[Feature]
         .mark_bar()
         .encode(
             x=alt.X("value:Q", title=t("contribution_axis")),
-            y=alt.Y("feature:N", sort=alt.SortField("abs", order="descending"), title=None),
+            y=alt.Y(
+                "feature:N", sort=alt.SortField("abs", order="descending"), title=None, axis=alt.Axis(labelLimit=320)
+            ),
             color=alt.Color(
                 "effect:N",
                 scale=alt.Scale(domain=[t("raises"), t("lowers")], range=["#c62828", "#2e7d32"]),

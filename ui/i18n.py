@@ -16,7 +16,7 @@ STRINGS: dict[str, dict[str, str]] = {
     # ---- app shell ----
     "app_title": {"es": "Riesgo de diabetes tipo 2", "en": "Type 2 diabetes risk"},
     # Same text in both: whoever needs to switch language must recognise the selector.
-    "language": {"es": "🌐 Idioma / Language", "en": "🌐 Idioma / Language"},
+    "language": {"es": "Idioma / Language", "en": "Idioma / Language"},
     "nav_individual": {"es": "Evaluación individual", "en": "Individual assessment"},
     "nav_batch": {"es": "Evaluación por lotes", "en": "Batch assessment"},
     "nav_model": {"es": "Modelo", "en": "Model"},
@@ -81,11 +81,13 @@ STRINGS: dict[str, dict[str, str]] = {
     "probability": {"es": "Probabilidad de diabetes tipo 2", "en": "Probability of type 2 diabetes"},
     "risk_band": {"es": "Nivel de riesgo", "en": "Risk level"},
     "label": {"es": "Clasificación", "en": "Classification"},
-    "label_positive": {"es": "Positivo: requiere prueba", "en": "Positive: test advised"},
+    "label_positive": {"es": "Positivo", "en": "Positive"},
     "label_negative": {"es": "Negativo", "en": "Negative"},
     "label_help": {
-        "es": "Positivo cuando la probabilidad alcanza el umbral de decisión del modelo ({threshold}).",
-        "en": "Positive when the probability reaches the model's decision threshold ({threshold}).",
+        "es": "Positivo cuando la probabilidad alcanza el umbral de decisión del modelo ({threshold}): se "
+        "recomienda una prueba diagnóstica.",
+        "en": "Positive when the probability reaches the model's decision threshold ({threshold}): a diagnostic "
+        "test is advised.",
     },
     "contributions_title": {"es": "¿Qué datos pesan en este resultado?", "en": "What drives this result?"},
     "contribution_axis": {

@@ -1,0 +1,270 @@
+"""End to end: `streamlit run ui/app.py` driven by a real headless Chromium (Debian `chromium` through Playwright),
+against the real API and registry (tests/test_ui_stack). Screenshots of each page go to test-artifacts/.
+
+Also measured: the first page is interactive within 3 s of the Streamlit server being up, and the Streamlit
+process stays under 512 MB RSS after every page has been used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+
+from tests.test_ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
+from ui import spec
+from ui.batch import OUT_COLUMNS
+from ui.i18n import tr
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FIRST_PAGE_BUDGET_S = 3.0
+RSS_BUDGET_MB = 512
+EXAMPLE = {
+    "embarazos": 2,
+    "glucosa": 148,
+    "presion_diastolica": 72,
+    "pliegue_triceps": 35,
+    "imc": 33.6,
+    "pedigri_diabetes": 0.627,
+    "edad": 50,
+}
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"Chromium is required in CI (looked for {CHROMIUM})")
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+
+
+@dataclass
+class App:
+    url: str
+    proc: subprocess.Popen
+    page: Any  # playwright Page, Spanish UI
+    first_page_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident set size of a process, from /proc (no psutil needed)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    values = {
+        k: float(v.split()[0]) / 1024
+        for k, v in (line.split(":", 1) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM")))
+    }
+    return values["VmRSS"], values["VmHWM"]
+
+
+def wait_idle(page: Any) -> None:
+    """Streamlit shows a status widget while a script run is in progress; wait until it is gone."""
+    page.wait_for_timeout(150)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=30_000)
+
+
+def screenshot(page: Any, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to the content first."""
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll("
+        '\'[data-testid="stMain"], [data-testid="stMainBlockContainer"]\')].map(e => e.scrollHeight), 800)'
+    )
+    page.set_viewport_size({"width": 1280, "height": min(int(height) + 100, 6000)})
+    page.wait_for_timeout(300)
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / f"ui-{name}.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.fixture(scope="module")
+def app(ui_stack: Stack) -> Iterator[App]:  # noqa: F811 - pytest fixture injection
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    log = ARTIFACTS_DIR / "ui-e2e-streamlit.log"
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    env = {**ui_stack.env, "API_BASE_URL": ui_stack.api_url, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    with sync_playwright() as pw:
+        # The browser is up before the server starts, so the measurement below is the app's time, not Chromium's.
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", accept_downloads=True)
+        page = context.new_page()
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    "ui/app.py",
+                    "--server.port",
+                    str(port),
+                    "--server.headless",
+                    "true",
+                    "--server.address",
+                    "127.0.0.1",
+                    "--server.fileWatcherType",
+                    "none",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=fh,
+                stderr=fh,
+            )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            t_spawn = time.monotonic()
+            wait_http(f"{url}/_stcore/health", proc, 60, log)
+            t0 = time.monotonic()
+            page.goto(url)
+            # Interactive = the submit button and every input of the generated form are rendered and enabled.
+            page.get_by_role("button", name=tr("submit", "es")).wait_for(timeout=30_000)
+            page.locator('[data-testid="stNumberInput"] input:enabled').first.wait_for(timeout=30_000)
+            first_page_s = time.monotonic() - t0
+            result = App(url, proc, page, first_page_s, {"server_up_s": t0 - t_spawn, "first_page_s": first_page_s})
+            yield result
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            browser.close()
+    (ARTIFACTS_DIR / "ui-e2e-metrics.json").write_text(json.dumps(result.metrics, indent=1))
+
+
+@pytest.fixture(scope="module")
+def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811
+    return requests.get(f"{ui_stack.api_url}/model/info", timeout=10).json()
+
+
+def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for f in features:
+        value = EXAMPLE.get(f["name"], (f["min"] + f["max"]) / 2)
+        out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
+    return out
+
+
+def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with capsys.disabled():  # shown in the normal test output, without -s
+        print(f"\n[ui-e2e] {text}")
+
+
+def test_first_page_is_interactive_within_budget(app: App, capsys: pytest.CaptureFixture[str]) -> None:
+    report(
+        capsys,
+        f"Streamlit server up in {app.metrics['server_up_s']:.2f}s; "
+        f"first page interactive {app.first_page_s:.2f}s after that (budget {FIRST_PAGE_BUDGET_S}s)",
+    )
+    assert app.first_page_s < FIRST_PAGE_BUDGET_S
+
+
+def test_individual_form_shows_the_api_probability(app: App, ui_stack: Stack, info: dict[str, Any]) -> None:  # noqa: F811
+    page = app.page
+    values = patient(info["features"])
+    for f in info["features"]:
+        box = page.get_by_label(spec.label(f, "es"), exact=True)
+        box.fill(str(values[f["name"]]))
+        box.press("Enter")
+        wait_idle(page)
+    page.get_by_role("button", name=tr("submit", "es")).click()
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=tr("probability", "es"))
+    metric.wait_for(timeout=30_000)
+    shown = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+    resp = requests.post(f"{ui_stack.api_url}/predict", json=[values], timeout=10)
+    expected = resp.json()["predictions"][0]
+    assert shown == spec.format_probability(expected["probability"])
+    band = spec.band_for(info["risk_bands"], expected["risk_level"])
+    assert page.locator('[data-testid="risk-band"]').inner_text().strip() == spec.localized(band["label"], "es")
+    page.get_by_text(tr("disclaimer", "es").split("**")[1]).wait_for()
+    wait_idle(page)
+    page.wait_for_timeout(500)  # let the chart finish drawing for the screenshot
+    screenshot(page, "1-evaluacion-individual")
+
+
+def test_batch_upload_and_scored_download(
+    app: App,
+    ui_stack: Stack,  # noqa: F811 - pytest fixture injection
+    info: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    features = info["features"]
+    good = patient(features)
+    required = next(f for f in features if not f.get("optional") and not f.get("integer"))
+    rows = [{"id": f"P{i:03d}", **good, required["name"]: required["min"] + i} for i in range(30)]
+    rows[3][required["name"]] = required["max"] + 10  # one invalid row
+    rows[7] = {
+        k: v for k, v in rows[7].items() if k == "id" or not next(f for f in features if f["name"] == k).get("optional")
+    }  # optional fields left empty
+    upload = tmp_path / "pacientes.csv"
+    pd.DataFrame(rows).to_csv(upload, index=False)
+
+    page = app.page
+    page.goto(f"{app.url}/lotes")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    score = page.get_by_role("button", name=tr("score_button", "es", n=29))
+    score.wait_for(timeout=30_000)
+    page.get_by_text(tr("validation_title", "es")).wait_for()
+    score.click()
+    download = page.get_by_role("button", name=tr("download_scored", "es"))
+    download.wait_for(timeout=60_000)
+    wait_idle(page)
+    with page.expect_download() as event:
+        download.click()
+    saved = tmp_path / "scored.csv"
+    event.value.save_as(saved)
+    screenshot(page, "2-evaluacion-por-lotes")
+
+    scored = pd.read_csv(saved, dtype={"model_version": str})
+    assert len(scored) == len(rows)
+    assert list(scored.columns) == [*pd.read_csv(upload).columns, *OUT_COLUMNS]
+    assert scored["id"].tolist() == [r["id"] for r in rows]
+    assert scored["probability"].isna().tolist() == [i == 3 for i in range(30)]
+    assert isinstance(scored.loc[3, "errors"], str) and required["name"] in scored.loc[3, "errors"]
+    valid = [i for i in range(30) if i != 3]
+    patients = [{k: v for k, v in rows[i].items() if k != "id"} for i in valid]
+    expected = requests.post(f"{ui_stack.api_url}/predict", json=patients, timeout=10).json()["predictions"]
+    assert scored.loc[valid, "probability"].tolist() == pytest.approx([p["probability"] for p in expected], abs=1e-12)
+    assert scored.loc[valid, "risk_level"].tolist() == [p["risk_level"] for p in expected]
+    assert scored.loc[valid, "model_version"].astype(str).unique().tolist() == [str(info["version"])]
+
+
+def test_model_page_and_memory(app: App, info: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    page = app.page
+    page.goto(f"{app.url}/modelo")
+    served = tr("served_now", "es", name=info["name"], version=info["version"], alias=info["alias"])
+    page.get_by_text(served.split("**")[1]).wait_for(timeout=30_000)
+    page.locator('[data-testid="stImage"] img').nth(1).wait_for(timeout=30_000)  # ROC and calibration
+    wait_idle(page)
+    screenshot(page, "3-modelo")
+
+    # English, for the record: the same page with the language switched in the sidebar.
+    page.goto(f"{app.url}/individual?lang=en")
+    page.get_by_role("button", name=tr("submit", "en")).wait_for(timeout=30_000)
+    screenshot(page, "4-individual-en")
+
+    rss, peak = rss_mb(app.proc.pid)
+    app.metrics.update({"rss_mb": rss, "peak_rss_mb": peak})
+    report(capsys, f"Streamlit RSS after all pages: {rss:.0f} MB (peak {peak:.0f} MB, budget {RSS_BUDGET_MB} MB)")
+    assert rss < RSS_BUDGET_MB
