@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -13,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack  # noqa: F401 - ui_stack is a fixture
 from ui import spec
 from ui.i18n import tr
+from ui.settings import MLFLOW_HTTP_DEFAULTS
 
 APP = str(ROOT / "ui" / "app.py")
 TIMEOUT_S = 60  # first runs import pandas/altair/mlflow; later runs take milliseconds
@@ -28,6 +31,19 @@ EXAMPLE = {
     "pedigri_diabetes": 0.627,
     "edad": 50,
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_mlflow_http_env() -> Iterator[None]:
+    """AppTest runs the app in this process, and the app sets MLflow HTTP retry defaults: undo them afterwards
+    so other test modules keep MLflow's own defaults."""
+    saved = {k: os.environ.get(k) for k in MLFLOW_HTTP_DEFAULTS}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

@@ -260,7 +260,7 @@ def test_model_page_and_memory(app: App, info: dict[str, Any], capsys: pytest.Ca
     screenshot(page, "3-modelo")
 
     # English, for the record: the same page with the language switched in the sidebar.
-    page.goto(f"{app.url}/individual?lang=en")
+    page.goto(f"{app.url}/?lang=en")  # a new session: the default page sits at the root URL
     page.get_by_role("button", name=tr("submit", "en")).wait_for(timeout=30_000)
     screenshot(page, "4-individual-en")
 

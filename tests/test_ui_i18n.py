@@ -6,7 +6,7 @@ import re
 import string
 from pathlib import Path
 
-from ui.i18n import LANGS, STRINGS, tr
+from ui.i18n import LANGS, STRINGS, UNITS, tr
 
 UI = Path(__file__).resolve().parent.parent / "ui"
 
@@ -16,7 +16,7 @@ def placeholders(text: str) -> set[str]:
 
 
 def test_every_key_has_every_language() -> None:
-    for key, entry in STRINGS.items():
+    for key, entry in {**STRINGS, **{f"unit:{u}": v for u, v in UNITS.items()}}.items():
         assert set(entry) == set(LANGS), key
         for lang in LANGS:
             assert entry[lang].strip(), f"{key}/{lang} is empty"

@@ -149,6 +149,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "all_rows_valid": {"es": "Todas las filas son válidas.", "en": "All rows are valid."},
     "row": {"es": "Fila", "en": "Row"},
     "problem": {"es": "Problema", "en": "Problem"},
+    "row_numbering": {
+        "es": "Las filas se cuentan desde la primera paciente (la cabecera no cuenta): en una hoja de cálculo, "
+        "la fila 1 es la línea 2.",
+        "en": "Rows are counted from the first patient (the header does not count): in a spreadsheet, row 1 is line 2.",
+    },
     "rule_missing_column": {"es": "falta la columna", "en": "column missing"},
     "rule_required": {"es": "dato obligatorio vacío", "en": "required value is empty"},
     "rule_not_number": {"es": "no es un número", "en": "not a number"},
@@ -269,6 +274,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Full registered model card",
     },
 }
+
+# Units as the feature spec writes them (plain strings, not localised there) -> how to show them.
+UNITS: dict[str, dict[str, str]] = {
+    "años": {"es": "años", "en": "years"},
+    "years": {"es": "años", "en": "years"},
+}
+
+
+def unit(text: str, lang: str) -> str:
+    return UNITS.get(text, {}).get(lang, text)
 
 
 def tr(key: str, lang: str, **kwargs: object) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.settings import load
+from ui.settings import apply_mlflow_http_defaults, load
 
 _TTL_S = load().cache_ttl_s
 ARTIFACT_TTL_S = 3600  # run artifacts never change once logged
@@ -29,6 +29,7 @@ class ModelNotFound(RegistryError):
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
+    apply_mlflow_http_defaults()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -106,6 +107,7 @@ def model_spec(uri: str, name: str, version: str) -> dict[str, Any] | None:
     try:
         import mlflow
 
+        apply_mlflow_http_defaults()
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}/artifacts/model.json",

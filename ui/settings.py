@@ -24,10 +24,19 @@ DEFAULT_MODEL_NAME = "diabetes-t2"
 DEFAULT_MODEL_ALIAS = "champion"
 
 # MLflow's HTTP client retries 7 times with exponential backoff by default: minutes of a frozen page when the
-# tracking server is down. One quick retry keeps the "registry unreachable" banner within a few seconds.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# tracking server is down. One quick retry keeps the "registry unreachable" banner within seconds. MLflow reads
+# these from the environment on each request; explicit values set by the operator win.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def apply_mlflow_http_defaults() -> None:
+    """Called before the first registry read (not at import, so importing ui.* has no side effect)."""
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ui import i18n
+
 Feature = dict[str, Any]
 
 
@@ -16,7 +18,7 @@ def localized(value: Any, lang: str) -> str:
 
 def label(feature: Feature, lang: str, with_unit: bool = True) -> str:
     text = localized(feature.get("label"), lang) or feature["name"]
-    unit = feature.get("unit")
+    unit = i18n.unit(feature.get("unit") or "", lang)
     return f"{text} ({unit})" if with_unit and unit else text
 
 
@@ -24,8 +26,8 @@ def _fmt(x: Any) -> str:
     return f"{x:g}" if isinstance(x, int | float) else str(x)
 
 
-def range_text(feature: Feature) -> str:
-    lo, hi, unit = feature.get("min"), feature.get("max"), feature.get("unit") or ""
+def range_text(feature: Feature, lang: str) -> str:
+    lo, hi, unit = feature.get("min"), feature.get("max"), i18n.unit(feature.get("unit") or "", lang)
     if lo is None and hi is None:
         return ""
     if lo is None:

@@ -36,7 +36,7 @@ with st.expander(t("batch_columns_title")):
                 {
                     t("column"): f["name"],
                     t("feature"): spec.label(f, lang),
-                    t("valid_range_col"): spec.range_text(f),
+                    t("valid_range_col"): spec.range_text(f, lang),
                     t("required_col"): t("no") if f.get("optional") else t("yes"),
                 }
                 for f in features
@@ -98,6 +98,7 @@ if row_problems:
         ]
     )
     st.dataframe(report, hide_index=True, key="validation_report")
+    st.caption(t("row_numbering"))
 elif not check.missing_columns:
     st.success(t("all_rows_valid"), icon=":material/check_circle:")
 
@@ -143,6 +144,7 @@ if scored is not None:
     st.success(t("scored_summary", n=n_scored, total=n_rows), icon=":material/check_circle:")
     shown = scored.copy()
     shown["probability"] = shown["probability"].map(lambda p: spec.format_probability(p) if pd.notna(p) else "")
+    shown = shown.astype(object).where(shown.notna(), "")  # blank, not "None", for rows that were not scored
     st.dataframe(shown, hide_index=True, key="scored_table")
     st.download_button(
         t("download_scored"),

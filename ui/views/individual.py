@@ -30,7 +30,7 @@ def feature_widget(f: spec.Feature) -> Any:
     """One input per feature; optional ones get a "not measured" checkbox that disables the input."""
     name = f["name"]
     help_text = spec.localized(f.get("help"), lang)
-    rng = spec.range_text(f)
+    rng = spec.range_text(f, lang)
     if rng:
         help_text = f"{help_text}  \n{t('valid_range', range=rng)}".strip()
     disabled = bool(f.get("optional")) and bool(st.session_state.get(f"nm_{name}", False))

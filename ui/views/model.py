@@ -219,7 +219,7 @@ if features:
             [
                 {
                     t("feature"): spec.label(f, lang),
-                    t("valid_range_col"): spec.range_text(f),
+                    t("valid_range_col"): spec.range_text(f, lang),
                     t("required_col"): t("no") if f.get("optional") else t("yes"),
                 }
                 for f in features
