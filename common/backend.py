@@ -1,7 +1,9 @@
 """Where the MLflow tracking store and model registry live, resolved from the environment.
 
-Order: ``MLFLOW_TRACKING_URI`` (a tracking server or any MLflow URI), then ``DATABASE_URL``
-(Render's Postgres), then an embedded SQLite file in the project so a newcomer needs nothing.
+Order: ``MLFLOW_TRACKING_URI`` (a tracking server or any MLflow URI), then
+``MLFLOW_TRACKING_HOSTPORT`` (Render's ``fromService ... hostport`` of the MLflow server; Render cannot
+build a URL from parts), then ``DATABASE_URL`` (Postgres, used directly), then an embedded SQLite file in
+the project so a newcomer needs nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def tracking_uri(env: dict[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if env.get("MLFLOW_TRACKING_URI"):
         return normalize_database_url(env["MLFLOW_TRACKING_URI"])
+    if env.get("MLFLOW_TRACKING_HOSTPORT"):
+        return f"http://{env['MLFLOW_TRACKING_HOSTPORT']}"
     if env.get("DATABASE_URL"):
         return normalize_database_url(env["DATABASE_URL"])
     return f"sqlite:///{DEFAULT_SQLITE_PATH}"

@@ -91,7 +91,7 @@ def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.Da
                     f"{source}: column '{f.column}' ({f.name}) has categories outside {f.categories} "
                     f"on line(s) {_rows(unknown)}"
                 )
-            X[f.name] = values.astype(object).where(values.notna(), None)
+            X[f.name] = values.astype(object).where(values.notna(), np.nan)
         if not f.optional and X[f.name].isna().any():
             raise ConfigError(
                 f"{source}: column '{f.column}' ({f.name}) is not optional but has missing values "

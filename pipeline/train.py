@@ -99,6 +99,7 @@ def fit(config: DatasetConfig, X: pd.DataFrame, y: np.ndarray, opts: TrainOption
             grid: dict[str, list[Any]] = {"clf__C": C_GRID if opts.C == "auto" else [float(opts.C)]}
             if family == "spline":
                 grid["pre__num__spline__n_knots"] = KNOTS_GRID if opts.n_knots == "auto" else [int(float(opts.n_knots))]
+                grid["pre__num__spline__knots"] = ["uniform", "quantile"]
             search = GridSearchCV(
                 build_pipeline(config, family, seed=opts.seed), grid, scoring="neg_brier_score", cv=cv, n_jobs=1
             )

@@ -1,0 +1,87 @@
+"""First-deploy bootstrap: train and register a champion once if the registry has none.
+
+Runs before the API starts (``python -m pipeline.bootstrap && python -m serving``). Later deploys find
+the champion and return at once. Two instances starting together train once: they serialise on a
+Postgres advisory lock when ``DATABASE_URL`` is set, else on a file lock, and look for the champion
+only once they hold it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlflow
+from mlflow import MlflowClient
+
+from common.backend import PROJECT_ROOT, normalize_database_url, redact, tracking_uri
+from pipeline.registry import current_champion
+
+log = logging.getLogger("bootstrap")
+LOCK_KEY = 7_242_001  # arbitrary, fixed: the advisory-lock id shared by every instance
+
+
+@contextmanager
+def deploy_lock() -> Iterator[None]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        import psycopg2
+
+        conn = psycopg2.connect(normalize_database_url(url).replace("postgresql+psycopg2://", "postgresql://", 1))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            yield
+        finally:
+            conn.close()  # closing the session releases the lock
+    else:
+        with open(PROJECT_ROOT / ".bootstrap.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+
+def wait_for_registry(client: MlflowClient, name: str, timeout_s: float) -> str | None | bool:
+    """The champion version, None when there is none, or False if the registry never answered."""
+    deadline = time.monotonic() + timeout_s
+    delay = 1.0
+    while True:
+        try:
+            client.search_registered_models(max_results=1)  # raises while the registry is unreachable
+            return current_champion(client, name)
+        except Exception as exc:  # noqa: BLE001 - unreachable registry: keep waiting until the deadline
+            if time.monotonic() + delay > deadline:
+                log.warning("registry unreachable (%s); not bootstrapping", type(exc).__name__)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    name = os.environ.get("MODEL_NAME", "diabetes-t2")
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    timeout = float(os.environ.get("BOOTSTRAP_TIMEOUT_S", "300"))
+    # Lock first: on an empty database even creating MLflow's tables races between two instances.
+    with deploy_lock():
+        client = MlflowClient()  # creating the store may create its tables: inside the lock
+        champion = wait_for_registry(client, name, timeout)
+        if champion is False:
+            return 0  # start the API anyway: it serves its cached model or reports "down" on /health
+        if champion:
+            log.info("%s@champion is version %s on %s; nothing to do", name, champion, redact(uri))
+            return 0
+        log.info("no %s@champion on %s: training one on the bundled data", name, redact(uri))
+        from pipeline import main as train_main
+
+        return train_main.main(["--model-name", name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: lint, then pytest. Needs Postgres on 127.0.0.1:5432.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# The browser test drives Debian's Chromium (Playwright cannot download browsers here).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,69 @@
+"""Shared fixtures: throwaway registries on SQLite and on the real Postgres at 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def backend_env(tracking_uri: str, artifacts: Path) -> dict[str, str]:
+    """A child-process environment that talks only to the given registry."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DATABASE_URL", "MLFLOW_RUN_ID")}
+    env.update(
+        {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ARTIFACT_ROOT": artifacts.as_uri(), "PYTHONPATH": str(ROOT)}
+    )
+    # Child processes (and the `python` that `mlflow run` invokes) use this interpreter's environment.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_pipeline(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return backend_env(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+
+
+def _pg_connect(dsn: str):
+    import psycopg2
+
+    return psycopg2.connect(dsn, connect_timeout=5)
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty Postgres database, dropped afterwards. In CI a missing Postgres fails the test."""
+    try:
+        admin = _pg_connect(PG_ADMIN_DSN)
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no Postgres here"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Postgres at 127.0.0.1:5432 is required in CI: {exc}")
+        pytest.skip(f"Postgres not reachable: {exc}")
+    admin.autocommit = True
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
