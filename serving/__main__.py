@@ -13,6 +13,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -93,7 +94,12 @@ def main() -> int:
 
         def load(self) -> Any:
             store.load_initial()
-            return create_app(settings, store)
+            app = create_app(settings, store)
+            # Move everything loaded so far out of the garbage collector's reach: a collection in a worker
+            # would otherwise write to every object's header and un-share the master's pages (copy-on-write).
+            gc.collect()
+            gc.freeze()
+            return app
 
     Server().run()
     return 0

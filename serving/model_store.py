@@ -74,7 +74,9 @@ def _signature_dict(pyfunc: Any) -> dict[str, Any]:
 
 def load_local(path: Path, meta: dict[str, Any], source: str) -> ServedModel:
     """Load a model from a local directory (no registry access, no `models:/` resolution)."""
-    pyfunc = mlflow.pyfunc.load_model(str(path))
+    # suppress_warnings skips MLflow's pip-requirement comparison (0.7 s and a map of every installed
+    # package at each start); the serving image pins the same versions the model was trained with.
+    pyfunc = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
     risk = pyfunc.unwrap_python_model()
     names = list(risk.names)
     cats = {names.index(n): dict(m) for n, m in risk.categories.items()}
@@ -135,7 +137,7 @@ class ModelStore:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._listeners: list[Any] = []
-        self._client: MlflowClient | None = None
+        self._client: Any = None
 
     # ---- paths ---------------------------------------------------------------------------------------
     @property
@@ -146,11 +148,19 @@ class ModelStore:
         return self.model_dir / f"@{self.settings.model_alias}.json"
 
     # ---- registry ------------------------------------------------------------------------------------
-    def client(self) -> MlflowClient:
+    def client(self) -> Any:
+        """The registry half of MlflowClient only. MlflowClient also builds a tracking store, which for a
+        database backend costs ~1 s and ~50 MB at start-up and is not needed to follow an alias (downloading
+        a new version still goes through MLflow's public `models:/` artifact resolution)."""
         if self._client is None:
             uri = self.settings.tracking_uri
             mlflow.set_tracking_uri(uri)
-            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            try:
+                from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+                self._client = ModelRegistryClient(uri, uri)
+            except ImportError:  # a future MLflow that moved the private class: the public client still works
+                self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
 
     def resolve(self) -> dict[str, Any]:
