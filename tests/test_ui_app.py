@@ -266,3 +266,31 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]
+
+
+def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(
+    app_env: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second version holding @challenger (the API keeps serving @champion v1, so other tests are unaffected)."""
+    from mlflow import MlflowClient
+
+    from ui import registry
+
+    client = MlflowClient(tracking_uri=app_env.tracking_uri, registry_uri=app_env.tracking_uri)
+    v1 = client.get_model_version("diabetes-t2", "1")
+    v2 = client.create_model_version("diabetes-t2", v1.source, run_id=v1.run_id, tags={"gate": "failed"})
+    client.set_registered_model_alias("diabetes-t2", "challenger", v2.version)
+    registry.versions.clear()  # the page caches registry reads for a minute
+    monkeypatch.setenv("MODEL_ALIAS", "challenger")  # the alias this deployment follows, for the warning below
+
+    at = run_app("views/model.py")
+    table = next(d.value for d in at.dataframe if tr("aliases", "es") in d.value.columns)
+    assert table[tr("version", "es")].tolist() == [str(v2.version), "1"]
+    assert table[tr("aliases", "es")].tolist() == ["challenger", "champion"]
+    assert table[tr("gate", "es")].tolist()[0] == tr("gate_failed", "es")
+    assert [w.value for w in at.warning] == [tr("served_not_alias", "es", served="1", alias="challenger", version="2")]
+
+    at.selectbox(key="card_version").select_index(0).run()  # newest version first
+    assert at.header[0].value == tr("card_title", "es", name="diabetes-t2", version=v2.version)
+    assert any(tr("this_model", "es", version=v2.version) in d.value.columns for d in at.dataframe)
+    assert len(at.image) == 2

@@ -56,6 +56,7 @@ def free_port() -> int:
 def child_env(tracking_uri: str, artifact_root: str) -> dict[str, str]:
     """This process's environment, minus anything that could point a child at another registry or API."""
     drop = (
+        "MODEL_CACHE_DIR",
         "MLFLOW_TRACKING_URI",
         "MLFLOW_TRACKING_HOSTPORT",
         "DATABASE_URL",
@@ -94,6 +95,9 @@ def start_stack() -> Stack:
     workdir = Path(tempfile.mkdtemp(prefix="ui-stack-"))
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     env = child_env(tracking_uri, (workdir / "artifacts").as_uri())
+    # The API caches downloaded versions by name and version only; a cache shared with other registries (the
+    # default is <repo>/.serving-cache) would serve another registry's "version 1".
+    env["MODEL_CACHE_DIR"] = str(workdir / "serving-cache")
 
     t0 = time.monotonic()
     train = subprocess.run(

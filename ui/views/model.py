@@ -111,7 +111,9 @@ def _version_label(version: str) -> str:
     return f"v{version}" + (f" · {', '.join(tags)}" if tags else "")
 
 
-selected = st.selectbox(t("select_version"), options, index=options.index(default), format_func=_version_label)
+selected = st.selectbox(
+    t("select_version"), options, index=options.index(default), format_func=_version_label, key="card_version"
+)
 mv = by_version[selected]
 try:
     run = registry.run_data(settings.tracking_uri, mv["run_id"]) if mv["run_id"] else {"metrics": {}, "params": {}}
