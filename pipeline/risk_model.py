@@ -93,7 +93,7 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                 problems.append(
                     {
                         "field": f["name"],
-                        "rule": f"must be between {f.get('min')} and {f.get('max')}",
+                        "rule": _range_rule(f.get("min"), f.get("max")),
                         "rows": int(out.sum()),
                     }
                 )
@@ -173,10 +173,12 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                     )
                 X[:, j] = codes.to_numpy(dtype=float)
             else:
-                try:
-                    X[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=float, na_value=np.nan)
-                except (ValueError, TypeError):
-                    raise InvalidInput([{"field": name, "rule": "must be a number", "rows": len(df)}]) from None
+                # Strict: the string "86" or a boolean is not a number (no silent coercion).
+                if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+                    bad = col.map(lambda v: v is not None and not _is_number(v))
+                    if bad.any():
+                        raise InvalidInput([{"field": name, "rule": "must be a number", "rows": int(bad.sum())}])
+                X[:, j] = pd.to_numeric(col).to_numpy(dtype=float, na_value=np.nan)
         return X
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -186,6 +188,20 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             raise InvalidInput(problems)
         contributions = bool((params or {}).get("contributions", False))
         return pd.DataFrame(self.predict_matrix(X, contributions=contributions))
+
+
+def _range_rule(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"must be between {lo:g} and {hi:g}"
+    return f"must be at least {lo:g}" if lo is not None else f"must be at most {hi:g}"
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, float) and np.isnan(value):
+        return True  # a missing value, judged by the "required" rule
+    return isinstance(value, int | float | np.integer | np.floating)
 
 
 mlflow.models.set_model(RiskModel())

@@ -81,7 +81,7 @@ def test_validation_names_field_and_rule_without_values(bundled) -> None:
     fields = {p["field"]: p["rule"] for p in err.value.problems}
     assert fields == {
         "embarazos": "must be a whole number",
-        "glucosa": "must be between 40.0 and 400.0",
+        "glucosa": "must be between 40 and 400",
         "edad": "is required",
     }
     assert "9999" not in str(err.value) and "5.9" not in str(err.value)
@@ -91,6 +91,13 @@ def test_validation_names_field_and_rule_without_values(bundled) -> None:
         model.predict(None, split.X_test.drop(columns=["glucosa"]))
     with pytest.raises(InvalidInput, match="glucosa: must be a number"):
         model.predict(None, split.X_test.assign(glucosa="high"))
+    with pytest.raises(InvalidInput, match="glucosa: must be a number"):
+        model.predict(None, split.X_test.assign(glucosa="86"))  # no silent coercion of strings
+    with pytest.raises(InvalidInput, match="edad: must be a number"):
+        model.predict(None, split.X_test.assign(edad=True))
+    mixed = split.X_test.head(3).astype({"imc": object})
+    mixed.loc[0, "imc"] = None
+    assert model.predict(None, mixed)["probability"].notna().all()
 
 
 def test_fast_path_matches_pyfunc(bundled) -> None:
