@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack  # noqa: F401 - ui_stack is a fixture
+from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
 from ui import spec
 from ui.i18n import tr
 from ui.settings import MLFLOW_HTTP_DEFAULTS
@@ -294,3 +297,37 @@ def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(
     assert at.header[0].value == tr("card_title", "es", name="diabetes-t2", version=v2.version)
     assert any(tr("this_model", "es", version=v2.version) in d.value.columns for d in at.dataframe)
     assert len(at.image) == 2
+
+
+@pytest.fixture
+def mlflow_server(ui_stack: Stack) -> Iterator[str]:  # noqa: F811
+    """An MLflow tracking server over the stack's registry: the app reads the registry over HTTP on Render."""
+    port = free_port()
+    log = ui_stack.workdir / "mlflow-server.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ui_stack.tracking_uri,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=ui_stack.workdir, env=ui_stack.env, stdout=fh, stderr=fh, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 60, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        # `mlflow server` runs uvicorn as a child: signal the whole group this test started, by its id.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_model_page_reads_the_registry_over_http(
+    app_env: Stack, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLFLOW_TRACKING_HOSTPORT", mlflow_server)  # as Render provides it
+    at = run_app("views/model.py")
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.image) == 2
+    assert any("champion" in " ".join(d.value.get(tr("aliases", "es"), [])) for d in at.dataframe)
