@@ -21,7 +21,11 @@ class ApiError(Exception):
 
 
 class ApiUnavailable(ApiError):
-    """Cannot connect, timed out, 5xx, or the API has no model loaded."""
+    """Cannot connect or timed out (status None), or an HTTP error status (503: no model loaded)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class ApiBadResponse(ApiError):
@@ -58,7 +62,7 @@ def health(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
     """
     resp = _request("GET", f"{base_url}/health", timeout)
     if resp.status_code not in (200, 503):
-        raise ApiUnavailable(f"/health answered {resp.status_code}")
+        raise ApiUnavailable(f"/health answered {resp.status_code}", resp.status_code)
     body = _json(resp)
     if not isinstance(body, dict) or "status" not in body:
         raise ApiBadResponse("/health answer without status")
@@ -70,7 +74,7 @@ def model_info(base_url: str) -> dict[str, Any]:
     """GET /model/info: the served model's feature spec, bands and metrics (cached; errors are not cached)."""
     resp = _request("GET", f"{base_url}/model/info", 10.0)
     if resp.status_code != 200:
-        raise ApiUnavailable(f"/model/info answered {resp.status_code}")
+        raise ApiUnavailable(f"/model/info answered {resp.status_code}", resp.status_code)
     body = _json(resp)
     if not isinstance(body, dict) or not isinstance(body.get("features"), list):
         raise ApiBadResponse("/model/info answer without features")
@@ -102,7 +106,7 @@ def predict(
             raise ApiBadResponse("422 without an errors list")
         raise ApiValidationError(errors)
     if resp.status_code != 200:
-        raise ApiUnavailable(f"/predict answered {resp.status_code}")
+        raise ApiUnavailable(f"/predict answered {resp.status_code}", resp.status_code)
     body = _json(resp)
     preds = body.get("predictions") if isinstance(body, dict) else None
     if not isinstance(preds, list) or len(preds) != len(patients):

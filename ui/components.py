@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from ui import spec
-from ui.api import ApiBadResponse, ApiError, ApiValidationError
+from ui.api import ApiBadResponse, ApiError, ApiUnavailable, ApiValidationError
 from ui.i18n import current_lang, t
 from ui.spec import Feature
 
@@ -20,6 +20,10 @@ def api_error(exc: ApiError, base_url: str, features: list[Feature] | None = Non
         validation_errors(exc.errors, features or [], show_rows=False)
     elif isinstance(exc, ApiBadResponse):
         st.error(t("api_bad_response", url=base_url), icon=":material/warning:")
+    elif isinstance(exc, ApiUnavailable) and exc.status == 503:
+        st.error(t("api_no_model", url=base_url), icon=":material/cloud_off:")
+    elif isinstance(exc, ApiUnavailable) and exc.status is not None:
+        st.error(t("api_http_error", url=base_url, status=exc.status), icon=":material/warning:")
     else:
         st.error(t("api_down", url=base_url), icon=":material/cloud_off:")
 

@@ -47,6 +47,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "El servicio de predicción ({url}) respondió de forma inesperada. Avise al equipo técnico.",
         "en": "The prediction service ({url}) gave an unexpected answer. Tell the technical team.",
     },
+    "api_http_error": {
+        "es": "El servicio de predicción ({url}) devolvió un error (HTTP {status}). Inténtelo de nuevo; si persiste, "
+        "avise al equipo técnico.",
+        "en": "The prediction service ({url}) returned an error (HTTP {status}). Try again; if it persists, tell "
+        "the technical team.",
+    },
     "api_no_model": {
         "es": "El servicio de predicción ({url}) está en marcha pero no tiene ningún modelo cargado.",
         "en": "The prediction service ({url}) is running but has no model loaded.",

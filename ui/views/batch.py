@@ -144,7 +144,8 @@ if scored is not None:
     st.success(t("scored_summary", n=n_scored, total=n_rows), icon=":material/check_circle:")
     shown = scored.copy()
     shown["probability"] = shown["probability"].map(lambda p: spec.format_probability(p) if pd.notna(p) else "")
-    shown = shown.astype(object).where(shown.notna(), "")  # blank, not "None", for rows that were not scored
+    # All text for display: blank (not "None") where a row was not scored, and no mixed-type columns for Arrow.
+    shown = shown.astype(object).where(shown.notna(), "").astype(str)
     st.dataframe(shown, hide_index=True, key="scored_table")
     st.download_button(
         t("download_scored"),

@@ -106,6 +106,4 @@ if result:
     st.caption(
         t("model_version_used", name=(body.get("model") or {}).get("name", info.get("name", "")), version=served)
     )
-    components.disclaimer()
-else:
-    components.disclaimer()
+components.disclaimer()
