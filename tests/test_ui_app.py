@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -331,3 +332,21 @@ def test_model_page_reads_the_registry_over_http(
     assert not at.error, [e.value for e in at.error]
     assert len(at.image) == 2
     assert any("champion" in " ".join(d.value.get(tr("aliases", "es"), [])) for d in at.dataframe)
+
+
+def test_model_page_warns_when_the_api_reads_another_registry(
+    app_env: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Same name and version number, different model: the run ids differ, and the page says so."""
+    from mlflow import MlflowClient
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    client = MlflowClient(tracking_uri=other, registry_uri=other)
+    client.create_registered_model("diabetes-t2")
+    (tmp_path / "model").mkdir()
+    mv = client.create_model_version("diabetes-t2", (tmp_path / "model").as_uri())
+    client.set_registered_model_alias("diabetes-t2", "champion", mv.version)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    at = run_app("views/model.py")
+    assert not at.exception
+    assert tr("served_other_registry", "es", version="1") in [w.value for w in at.warning]

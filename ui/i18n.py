@@ -184,6 +184,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The service uses version {served} but alias '{alias}' points to version {version}: the service "
         "will pick it up on its next reload.",
     },
+    "served_other_registry": {
+        "es": "La versión {version} que usa el servicio no es la versión {version} de este registro (otra "
+        "ejecución de entrenamiento): el servicio y esta aplicación leen registros distintos. Avise al equipo "
+        "técnico.",
+        "en": "The version {version} the service uses is not version {version} of this registry (another training "
+        "run): the service and this app read different registries. Tell the technical team.",
+    },
     "versions_title": {"es": "Versiones registradas", "en": "Registered versions"},
     "version": {"es": "Versión", "en": "Version"},
     "aliases": {"es": "Alias", "en": "Aliases"},

@@ -74,6 +74,14 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") if ms else ""
 
 
+# The API and this page may read different registries (a misconfigured URI, or a stale API cache): the same
+# version number then hides a different model. The run id tells them apart.
+served_run = str((info or {}).get("run_id") or "")
+registry_run = str(by_version.get(served_version, {}).get("run_id") or "")
+if served_run and served_run != registry_run:
+    st.warning(t("served_other_registry", version=served_version), icon=":material/warning:")
+
+gate_labels = {"passed": t("gate_passed"), "failed": t("gate_failed")}
 st.subheader(t("versions_title"))
 st.dataframe(
     pd.DataFrame(
@@ -86,11 +94,7 @@ st.dataframe(
                 "ROC AUC": v["tags"].get("roc_auc", ""),
                 "Brier": v["tags"].get("brier", ""),
                 t("errors_col"): v["tags"].get("errors", ""),
-                t("gate"): t("gate_passed")
-                if v["tags"].get("gate") == "passed"
-                else t("gate_failed")
-                if v["tags"].get("gate") == "failed"
-                else "",
+                t("gate"): gate_labels.get(v["tags"].get("gate", ""), ""),
                 t("gate_reasons"): v["tags"].get("gate_reasons", ""),
             }
             for v in versions
