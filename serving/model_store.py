@@ -192,7 +192,11 @@ class ModelStore:
         """Download the version once into the cache; return the local model directory."""
         final = self.model_dir / meta["version"]
         if (final / META_FILE).exists():
-            return final / "model"
+            cached = json.loads((final / META_FILE).read_text(encoding="utf-8"))
+            if cached.get("run_id") == meta["run_id"]:
+                return final / "model"
+            # Same name and version from another registry (e.g. a recreated one): never serve the stale copy.
+            shutil.rmtree(final, ignore_errors=True)
         self.model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=f".dl-{meta['version']}-"))
         try:

@@ -18,6 +18,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from .conftest import ROOT, backend_env, run_pipeline
 
 NAME = "diabetes-t2"
+FAST = ("--cv-repeats", "1")  # the full default CV runs in the deployment smoke test (bootstrap)
 
 
 def pima_test() -> tuple[pd.DataFrame, np.ndarray]:
@@ -44,7 +45,7 @@ def champion(client: MlflowClient) -> str:
 
 
 def test_sqlite_lifecycle(sqlite_env: dict[str, str]) -> None:
-    first = run_pipeline(sqlite_env)
+    first = run_pipeline(sqlite_env, *FAST)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "registered: diabetes-t2 version 1" in first.stdout
     assert "promoted to @champion" in first.stdout
@@ -85,7 +86,7 @@ def test_sqlite_lifecycle(sqlite_env: dict[str, str]) -> None:
     np.testing.assert_allclose(out.filter(like="contrib_").sum(axis=1) + out["baseline"], out["logit"], atol=1e-10)
 
     # Run 2: same data and seed, same AUC → passes the gate and is promoted.
-    second = run_pipeline(sqlite_env)
+    second = run_pipeline(sqlite_env, *FAST)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "version 2" in second.stdout and "promoted to @champion" in second.stdout
     assert champion(client) == "2"

@@ -1,0 +1,53 @@
+"""The README's run command: `bash scripts/run.sh` starts MLflow UI, API and Streamlit with honcho on an
+embedded SQLite registry, trains a champion first, and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import requests
+
+from .conftest import ROOT
+from .deploy_helpers import example_patient, free_port, stop, wait_healthy
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_run_script_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    ports = {"MLFLOW_PORT": free_port(), "API_PORT": free_port(), "UI_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "DATABASE_URL"}
+    env.update({k: str(v) for k, v in ports.items()})
+    env.update({
+        "LOCAL_BACKEND_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # a throwaway registry, not the developer's
+        "LOCAL_ARTIFACTS": str(tmp_path / "mlruns"),
+        "MODEL_CACHE_DIR": str(tmp_path / "serving-cache"),
+    })  # fmt: skip
+    log = tmp_path / "stack.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, start_new_session=True,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health", [proc], 180, [log])
+        wait_healthy(f"http://127.0.0.1:{ports['UI_PORT']}/_stcore/health", [proc], 180, [log])
+        health = wait_healthy(f"http://127.0.0.1:{ports['API_PORT']}/health", [proc], 600, [log]).json()
+        assert health["status"] == "ok" and health["model"]["version"] == "1"
+        # The MLflow UI answers on its own port (the page, not just the health check).
+        assert requests.get(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/", timeout=5).status_code == 200
+        api = f"http://127.0.0.1:{ports['API_PORT']}"
+        info = requests.get(f"{api}/model/info", timeout=5).json()
+        r = requests.post(f"{api}/predict", json=example_patient(info["features"]), timeout=10)
+        assert r.status_code == 200 and 0 < r.json()["predictions"][0]["probability"] < 1
+        assert (tmp_path / "mlflow.db").exists()
+    finally:
+        code = stop(proc, signal.SIGINT, timeout_s=30)  # what Ctrl-C in the terminal sends
+    assert code in (0, 130, -signal.SIGINT), log.read_text()[-3000:]
+    assert not any(port_open(p) for p in ports.values()), log.read_text()[-3000:]
+    leftover = subprocess.run(["pgrep", "-f", "--", f"--port {ports['MLFLOW_PORT']}"], capture_output=True, text=True)
+    assert leftover.returncode == 1 and leftover.stdout.strip() == "", leftover  # 1: no process matched
