@@ -43,9 +43,9 @@ def clean_env(tracking_uri: str, artifacts: Path | None = None, **extra: str) ->
     return env
 
 
-def train(env: dict[str, str]) -> str:
+def train(env: dict[str, str], *extra: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.main", *TRAIN_ARGS],
+        [sys.executable, "-m", "pipeline.main", *TRAIN_ARGS, *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -648,3 +648,24 @@ def test_postgres_registry(postgres_db: str, tmp_path: Path) -> None:
         assert srv.post("/invocations", data=csv.getvalue(), headers={"Content-Type": "text/csv"}).status_code == 200
     finally:
         srv.stop()
+
+
+def test_cache_from_another_registry_is_not_served(registry: Registry, tmp_path: Path) -> None:
+    """Same name and version, different registry (e.g. a recreated mlflow.db): the cached copy is replaced."""
+    shared_cache = tmp_path / "cache"
+    first = start_server(registry.env, shared_cache, tmp_path / "first.log", WEB_CONCURRENCY="1")
+    try:
+        first_info = first.get("/model/info").json()
+    finally:
+        first.stop()
+    other = clean_env(f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "other-artifacts")
+    family = "logistic" if first_info["family"] == "spline" else "spline"
+    train(other, "--family", family)
+    second = start_server(other, shared_cache, tmp_path / "second.log", WEB_CONCURRENCY="1")
+    try:
+        info = second.get("/model/info").json()
+        assert info["version"] == "1" and info["run_id"] != first_info["run_id"]
+        assert info["source"] == "registry"
+        assert info["family"] == family  # read from the loaded model itself, not from registry metadata
+    finally:
+        second.stop()
