@@ -273,16 +273,23 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
 
 
 def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(
-    app_env: Stack, monkeypatch: pytest.MonkeyPatch
+    app_env: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A second version holding @challenger (the API keeps serving @champion v1, so other tests are unaffected)."""
     from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # A decoy global tracking URI, as left by other code in the same process: the page must not depend on it.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", f"sqlite:///{tmp_path / 'decoy.db'}")
 
     from ui import registry
 
     client = MlflowClient(tracking_uri=app_env.tracking_uri, registry_uri=app_env.tracking_uri)
     v1 = client.get_model_version("diabetes-t2", "1")
-    v2 = client.create_model_version("diabetes-t2", v1.source, run_id=v1.run_id, tags={"gate": "failed"})
+    # The storage location, not v1.source ("models:/m-…"): MLflow resolves that against its global tracking URI,
+    # which other test modules in this process may have pointed elsewhere.
+    source = client.get_model_version_download_uri("diabetes-t2", v1.version)
+    v2 = client.create_model_version("diabetes-t2", source, run_id=v1.run_id, tags={"gate": "failed"})
     client.set_registered_model_alias("diabetes-t2", "challenger", v2.version)
     registry.versions.clear()  # the page caches registry reads for a minute
     monkeypatch.setenv("MODEL_ALIAS", "challenger")  # the alias this deployment follows, for the warning below
@@ -296,7 +303,8 @@ def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(
 
     at.selectbox(key="card_version").select_index(0).run()  # newest version first
     assert at.header[0].value == tr("card_title", "es", name="diabetes-t2", version=v2.version)
-    assert any(tr("this_model", "es", version=v2.version) in d.value.columns for d in at.dataframe)
+    metrics = next(d.value for d in at.dataframe if tr("this_model", "es", version=v2.version) in d.value.columns)
+    assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)  # v2's spec from the registry
     assert len(at.image) == 2
 
 

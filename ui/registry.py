@@ -107,13 +107,12 @@ def model_spec(uri: str, name: str, version: str) -> dict[str, Any] | None:
     try:
         import mlflow
 
-        apply_mlflow_http_defaults()
+        # Resolve the storage location with our own client: `models:/name/version` URIs are resolved against
+        # MLflow's *global* registry URI, whatever registry_uri is passed, so they could read another registry.
+        base = _client(uri).get_model_version_download_uri(name, version)
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}/artifacts/model.json",
-                dst_path=tmp,
-                tracking_uri=uri,
-                registry_uri=uri,
+                artifact_uri=f"{base.rstrip('/')}/artifacts/model.json", dst_path=tmp, tracking_uri=uri
             )
             doc = json.loads(Path(local).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - an older or foreign model layout: the page falls back to /model/info
