@@ -114,12 +114,11 @@ def train_and_register(
             }
         )
         mlflow.set_tags({"data_checksum": split.checksum, "git_commit": git_commit()})
-        mlflow.log_input(
-            mlflow.data.from_pandas(split.X_train.assign(target=split.y_train), name="train"), context="training"
-        )
-        mlflow.log_input(
-            mlflow.data.from_pandas(split.X_test.assign(target=split.y_test), name="test"), context="evaluation"
-        )
+        # Datasets in the run's "Inputs" (float target: MLflow warns about integer columns in schemas).
+        for frame, y, name, context in ((split.X_train, split.y_train, "train", "training"),
+                                        (split.X_test, split.y_test, "test", "evaluation")):  # fmt: skip
+            data = mlflow.data.from_pandas(frame.assign(target=y.astype(float)), name=name, targets="target")
+            mlflow.log_input(data, context=context)
 
         fitted = fit(config, split.X_train, split.y_train, opts)
         mlflow.log_params(

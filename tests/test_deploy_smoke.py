@@ -5,76 +5,52 @@ MLflow server on Postgres) → API → clinicians' app in Chromium."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import requests
-import yaml
 from mlflow import MlflowClient
 
+from deploy import rehearse
 from ui import spec
 
 from .conftest import ROOT
-from .deploy_helpers import example_patient, free_port, probability_shown_by_app, stop, wait_healthy
+from .deploy_helpers import example_patient, probability_shown_by_app, wait_healthy
 
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def service_env(svc: dict, ports: dict[str, int], database_url: str, disk_root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k not in ("DATABASE_URL", "PORT")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # what Render's build installed
-    mount = svc.get("disk", {}).get("mountPath")
-    for var in svc.get("envVars", []):
-        key = var["key"]
-        if "value" in var:
-            value = str(var["value"])
-            env[key] = value.replace(mount, str(disk_root), 1) if mount and value.startswith(mount) else value
-        elif "fromDatabase" in var:
-            assert var["fromDatabase"]["property"] == "connectionString"
-            env[key] = database_url
-        elif "fromService" in var:
-            assert var["fromService"]["property"] == "hostport"
-            env[key] = f"127.0.0.1:{ports[var['fromService']['name']]}"
-        elif var.get("generateValue"):
-            env[key] = secrets.token_hex(16)
-    env["PORT"] = str(ports[svc["name"]])  # what Render sets (the Blueprint's own PORT values included)
-    env["RENDER_SERVICE_NAME"] = svc["name"]
-    env["MODEL_CACHE_DIR"] = str(disk_root / "serving-cache")  # an instance's own disk, not the repo's
-    return env
+def assert_readme_figures(metrics: dict[str, float]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| \*\*this model\*\*.*$", readme, re.MULTILINE)
+    assert row, "README has no results row for this model"
+    cells = [c.strip() for c in row.group(0).strip("|").split("|")]
+    assert cells[1] == f"**{metrics['test_roc_auc']:.3f}**"
+    assert cells[2] == f"**{metrics['test_brier']:.3f}**"
+    assert cells[3] == f"**{int(metrics['test_errors'])}**"
+    assert cells[4].startswith(f"{metrics['test_calibration_slope']:.2f} ")
 
 
 def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, tmp_path: Path) -> None:
-    blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
-    services = {s["name"]: s for s in blueprint["services"]}
-    ports = {name: free_port() for name in services}
     database_url = postgres_url.replace("postgresql://", "postgres://", 1)  # the form Render hands out
-    procs, logs = {}, []
+    stack = rehearse.start(database_url, tmp_path)
     try:
-        for name, svc in services.items():
-            log = tmp_path / f"{name}.log"
-            logs.append(log)
-            with log.open("wb") as fh:
-                procs[name] = subprocess.Popen(
-                    ["bash", "-c", svc["startCommand"]], cwd=ROOT, start_new_session=True, stdout=fh,
-                    stderr=subprocess.STDOUT, env=service_env(svc, ports, database_url, tmp_path / name),
-                )
-        live = list(procs.values())
+        live, logs = list(stack.procs.values()), list(stack.logs.values())
         # The API trains the first champion (full default CV) before it binds, so it gets the longest wait.
-        for name, svc in services.items():
-            wait_healthy(f"http://127.0.0.1:{ports[name]}{svc['healthCheckPath']}", live, 600, logs)
+        for name, svc in stack.services.items():
+            wait_healthy(stack.url(name, svc["healthCheckPath"]), live, 600, logs)
 
-        api = f"http://127.0.0.1:{ports['diabetes-api']}"
+        api = stack.url("diabetes-api")
         health = requests.get(f"{api}/health", timeout=5).json()
         assert health["status"] == "ok" and health["registry_reachable"] is True
         assert health["model"]["version"] == "1"
 
         # Bootstrap registered the champion in the MLflow server, whose store is the Postgres database.
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ports['diabetes-mlflow']}")
+        client = MlflowClient(tracking_uri=stack.url("diabetes-mlflow"))
         champion = client.get_model_version_by_alias("diabetes-t2", "champion")
         assert str(champion.version) == "1" and champion.tags["gate"] == "passed"
+        # The first deploy trains with the defaults, so its held-out figures are the ones the README reports.
+        assert_readme_figures(client.get_run(champion.run_id).data.metrics)
         import psycopg2
 
         with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
@@ -87,9 +63,8 @@ def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, t
         assert answer.status_code == 200, answer.text
         expected = answer.json()["predictions"][0]["probability"]
 
-        app = f"http://127.0.0.1:{ports['diabetes-streamlit']}"
+        app = stack.url("diabetes-streamlit")
         shown = probability_shown_by_app(app, info["features"], patient, ARTIFACTS / "deploy-smoke-app.png")
         assert shown == spec.format_probability(expected)
     finally:
-        for proc in procs.values():
-            stop(proc)
+        stack.stop()
