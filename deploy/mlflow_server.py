@@ -12,6 +12,8 @@ Reads the environment, builds an ``mlflow server`` command line and replaces thi
   are unusable. Default: localhost and 127.0.0.1 (any port), ``$RENDER_EXTERNAL_HOSTNAME``
   (public URL) and ``$RENDER_SERVICE_NAME`` with and without ``:$PORT`` plus the
   ``<name>-<4-char hash>:<port>`` form of Render's internal hostnames (private network).
+- ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``: default ``false`` here (MLflow's default starts seven extra
+  worker processes for GenAI jobs).
 - ``MLFLOW_CORS_ALLOWED_ORIGINS``: origins allowed to send state-changing API requests.
   Default: ``https://$RENDER_EXTERNAL_HOSTNAME`` when set, so the UI's own POSTs are accepted.
 """
@@ -78,6 +80,9 @@ def build_command(env: Mapping[str, str]) -> list[str]:
 
 
 def main() -> None:
+    # MLflow 3.x starts a job runner with seven huey consumer processes (GenAI jobs this platform does not
+    # use): about 1.3 GB more PSS, far past a 512 MB instance. Off unless explicitly enabled.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = build_command(os.environ)
     shown = [redact(arg) if "://" in arg else arg for arg in command]
     print("deploy.mlflow_server: exec", " ".join(shown), file=sys.stderr, flush=True)

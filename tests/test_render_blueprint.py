@@ -895,6 +895,21 @@ def _run_launcher_smoke(database_url: str, tmp_path: Path) -> None:
             timeout=10,
         )
         assert blocked.status_code == 403
+        # Memory: the CLI and one uvicorn worker only; MLflow's GenAI job runner (seven more processes, ~1.3 GB)
+        # would not fit a 512 MB instance.
+        tree = subprocess.run(["pgrep", "-f", "--", f"--port {port}"], capture_output=True, text=True).stdout.split()
+        assert len(tree) == 2, subprocess.run(["ps", "-ef"], capture_output=True, text=True).stdout[-3000:]
+        jobs = subprocess.run(["pgrep", "-f", "mlflow.server.jobs"], capture_output=True, text=True).stdout.split()
+        assert not set(jobs) & set(_descendants(proc.pid)), "the job runner was started"
     finally:
         _stop(proc)
     assert proc.poll() is not None
+
+
+def _descendants(pid: int) -> list[str]:
+    out, todo = [], [str(pid)]
+    while todo:
+        children = subprocess.run(["pgrep", "-P", todo.pop()], capture_output=True, text=True).stdout.split()
+        out += children
+        todo += children
+    return out

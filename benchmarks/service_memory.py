@@ -1,0 +1,122 @@
+"""Memory of each Render service, started as render.yaml starts it (deploy.rehearse), after use.
+
+    .venv/bin/python benchmarks/service_memory.py [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--out PATH]
+
+Creates a throwaway Postgres database, starts diabetes-mlflow, diabetes-api (which bootstraps a champion)
+and diabetes-streamlit, exercises each one (API: 500 predictions; MLflow: UI page and registry searches;
+Streamlit: every page in headless Chromium with a form submitted), then reads RSS and PSS of each service's
+process tree from /proc (PSS is what a container's memory limit sees: shared pages counted once). Render's
+starter instance has 512 MB. Writes JSON and prints a table. Loopback only; bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from serving_benchmark import memory_mib  # noqa: E402
+
+from deploy import rehearse  # noqa: E402
+
+LIMIT_MB = 512
+
+
+def wait(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not healthy within {timeout_s}s")
+
+
+def exercise_app(url: str, features: list[dict]) -> None:
+    """Score one patient through the form, then open every page (in one headless Chromium each)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from deploy_helpers import CHROMIUM, CHROMIUM_ARGS, example_patient, probability_shown_by_app
+    from playwright.sync_api import sync_playwright
+
+    probability_shown_by_app(url, features, example_patient(features))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.locator('[data-testid="stSidebarNav"] a').first.wait_for(timeout=60_000)
+        for link in page.locator('[data-testid="stSidebarNav"] a').all():
+            link.click()
+            page.wait_for_timeout(4000)
+        browser.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "service_memory.json"))
+    args = parser.parse_args()
+
+    db = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(args.pg)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    url = args.pg.rsplit("/", 1)[0] + f"/{db}"
+    work = Path(tempfile.mkdtemp(prefix="service-memory-"))
+    stack = rehearse.start(url.replace("postgresql://", "postgres://", 1), work)
+    results: dict[str, dict] = {}
+    try:
+        for name, svc in stack.services.items():
+            wait(stack.url(name, svc["healthCheckPath"]), 600)
+        for name in stack.services:
+            results[name] = {"idle": memory_mib(stack.procs[name].pid)}
+
+        api = stack.url("diabetes-api")
+        info = requests.get(f"{api}/model/info", timeout=10).json()
+        patient = {f["name"]: (f["min"] + f["max"]) / 2 for f in info["features"]}
+        for f in info["features"]:
+            if f.get("integer"):
+                patient[f["name"]] = round(patient[f["name"]])
+        with requests.Session() as s:
+            for _ in range(500):
+                s.post(f"{api}/predict", json=[patient] * 10, timeout=10).raise_for_status()
+        mlflow_url = stack.url("diabetes-mlflow")
+        requests.get(mlflow_url, timeout=10).raise_for_status()
+        for _ in range(20):
+            requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/search", timeout=10).raise_for_status()
+        exercise_app(stack.url("diabetes-streamlit"), info["features"])
+        time.sleep(2)
+        for name in stack.services:
+            results[name]["after_use"] = memory_mib(stack.procs[name].pid)
+    finally:
+        stack.stop()
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.close()
+
+    out = {"limit_mb": LIMIT_MB, "note": "MiB; PSS counts shared pages once (what a container limit sees)",
+           "services": results}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print("| service | processes | RSS idle | PSS idle | RSS after use | PSS after use | PSS ≤ 512 MB |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, r in results.items():
+        a, b = r["idle"], r["after_use"]
+        ok = "yes" if b["pss_mib"] * 1.048576 <= LIMIT_MB else "**no**"
+        cells = [name, b["processes"], a["rss_mib"], a["pss_mib"], b["rss_mib"], b["pss_mib"], ok]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
