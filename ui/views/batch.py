@@ -105,8 +105,9 @@ elif not check.missing_columns:
 if n_valid == 0:
     st.stop()
 
-# Scoring results survive reruns (e.g. the download click) for this exact file and language.
-state_key = f"scored_{digest}_{lang}"
+# Scoring results survive reruns (e.g. the download click) for this exact file and language. Only the latest
+# result is kept per session, so a long session of uploads does not grow the server's memory.
+state_tag = (digest, lang)
 if st.button(t("score_button", n=n_valid), type="primary", key="score"):
     bar = st.progress(0.0, text=t("scoring_progress", done=0, total=n_valid))
 
@@ -135,9 +136,11 @@ if st.button(t("score_button", n=n_valid), type="primary", key="score"):
             prev = scored.at[pos, "errors"]
             msg = f"{p.field}: {t(f'rule_{p.rule}', detail=p.detail)}"
             scored.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
-    st.session_state[state_key] = scored
+    st.session_state["batch_scored"] = (state_tag, scored)
 
-scored = st.session_state.get(state_key)
+tag, scored = st.session_state.get("batch_scored", (None, None))
+if tag != state_tag:
+    scored = None
 if scored is not None:
     st.subheader(t("scored_title"))
     n_scored = int(scored["probability"].notna().sum())
