@@ -93,8 +93,10 @@ def main() -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            store.load_initial()
+            # The app first: it registers the listener that prepares each version (validator, /model/info,
+            # OpenAPI) before the version is served, so a version it cannot prepare is never made current.
             app = create_app(settings, store)
+            store.load_initial()
             # Move everything loaded so far out of the garbage collector's reach: a collection in a worker
             # would otherwise write to every object's header and un-share the master's pages (copy-on-write).
             gc.collect()

@@ -58,6 +58,9 @@ class ServedModel:
     index: dict[str, int]
     categories: dict[int, dict[str, float]]  # column index -> category -> code
     loaded_at: float = field(default_factory=time.time)
+    # What the API derives from this version (validator, /model/info, OpenAPI), built by the swap listeners
+    # BEFORE the version is made current, so a request never sees a model without them.
+    prepared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -138,6 +141,10 @@ class ModelStore:
         self._watcher: threading.Thread | None = None
         self._listeners: list[Any] = []
         self._client: Any = None
+        # Why the service is not fully ok although a model is served (e.g. the alias's version failed to load);
+        # cleared when the alias's version is served again.
+        self.problem: str | None = None
+        self._failed: dict[tuple[str, str], float] = {}  # (version, run id) -> when it last failed to load
 
     # ---- paths ---------------------------------------------------------------------------------------
     @property
@@ -227,57 +234,100 @@ class ModelStore:
         self._listeners.append(fn)
 
     def _activate(self, model: ServedModel) -> None:
-        old = self.current
-        self.current = model  # one reference assignment: requests see the old or the new model, never a mix
+        """Prepare everything the listeners derive from ``model``, THEN make it current. A listener that
+        raises leaves the old model serving (the caller records why)."""
         for fn in self._listeners:
             fn(model)
+        old = self.current
+        self.current = model  # one reference assignment: requests see the old or the new model, never a mix
         if old is None or old.version != model.version:
             log.info("serving %s version %s (%s)", model.name, model.version, model.source)
 
+    def _load(self, meta: dict[str, Any]) -> None:
+        """Download (once), load and prepare the alias's version; on success it is served and remembered."""
+        path = self.ensure_cached(meta)
+        self._activate(load_local(path, meta, source="registry"))
+        _atomic_write_json(self._pointer(), {"version": meta["version"]})  # only a version that served
+        self._failed.pop((meta["version"], meta["run_id"]), None)
+        self.problem = None
+
+    def _failure(self, meta: dict[str, Any], exc: BaseException) -> None:
+        """A version that cannot be served: log it (type and message; load errors hold no request data),
+        keep what is served, and say so in /health."""
+        self._failed[(meta["version"], meta["run_id"])] = time.time()
+        cur = self.current
+        keeping = f"still serving version {cur.version}" if cur is not None else "no model is served"
+        self.problem = f"version {meta['version']} could not be loaded ({type(exc).__name__}); {keeping}"
+        log.error(
+            "loading %s version %s failed (%s: %s); %s",
+            meta["name"],
+            meta["version"],
+            type(exc).__name__,
+            str(exc)[:300],
+            keeping,
+        )
+
+    def _retry_after(self) -> float:
+        return max(60.0, 10 * self.settings.reload_interval_s)
+
     def load_initial(self) -> None:
-        """Registry first; if it cannot answer, the last good local copy (served as degraded)."""
+        """Registry first; if it cannot answer, or its version cannot be served, the last good local copy."""
         s = self.settings
         log.info("registry %s, model %s@%s", redact(s.tracking_uri), s.model_name, s.model_alias)
         with self._lock:
+            meta: dict[str, Any] | None = None
             try:
                 meta = self.resolve()
-                path = self.ensure_cached(meta)
-                model = load_local(path, meta, source="registry")
-                _atomic_write_json(self._pointer(), {"version": meta["version"]})
-                self._activate(model)
-                return
             except Exception as exc:  # noqa: BLE001 - any registry failure falls back to the cache
                 log.warning("registry load failed (%s); trying the local copy", type(exc).__name__)
-            meta = self.cached_meta()
-            if meta is None:
-                log.error("no local copy in %s: not serving until the registry answers", self.model_dir)
+            if meta is not None:
+                try:
+                    self._load(meta)
+                    return
+                except Exception as exc:  # noqa: BLE001 - a bad version falls back to the last good copy
+                    self._failure(meta, exc)
+            cached = self.cached_meta()
+            if cached is None or (meta is not None and (cached["version"], cached.get("run_id")) in self._failed):
+                log.error("no usable local copy in %s: not serving until the registry answers", self.model_dir)
                 return
             try:
-                self._activate(load_local(self.model_dir / meta["version"] / "model", meta, source="cache"))
+                self._activate(load_local(self.model_dir / cached["version"] / "model", cached, source="cache"))
             except Exception as exc:  # noqa: BLE001 - a broken copy leaves the service "down", not crashed
-                log.error("local copy of version %s failed to load (%s)", meta["version"], type(exc).__name__)
+                log.error("local copy of version %s failed to load (%s)", cached["version"], type(exc).__name__)
+                return
+            if meta is not None:
+                self.problem = (
+                    f"version {meta['version']} could not be loaded; serving the local copy of version "
+                    f"{cached['version']}"
+                )
 
     def check_once(self) -> None:
-        """One watcher tick: follow the alias; swap when it moved; mark a cached model as confirmed."""
+        """One watcher tick: follow the alias; swap when it moved; mark a cached model as confirmed. Nothing
+        here may take the served model down: a version that fails to download, load or prepare is logged,
+        reported in /health and retried later, while the current one keeps serving."""
         try:
             meta = self.resolve()
         except Exception as exc:  # noqa: BLE001 - unreachable registry: keep serving what we have
             log.warning("registry check failed (%s)", type(exc).__name__)
             return
-        cur = self.current
-        if cur is not None and cur.version == meta["version"]:
-            if cur.source != "registry":
-                self._activate(_replace_source(cur, "registry"))
-            return
         with self._lock:
-            try:
-                path = self.ensure_cached(meta)
-                model = load_local(path, meta, source="registry")
-            except Exception as exc:  # noqa: BLE001 - a bad new version must never take the old one down
-                log.error("loading version %s failed (%s); keeping the current model", meta["version"], exc)
+            cur = self.current
+            if cur is not None and cur.version == meta["version"] and cur.run_id in ("", meta["run_id"]):
+                if cur.source != "registry":
+                    try:
+                        self._activate(_replace_source(cur, "registry"))
+                    except Exception as exc:  # noqa: BLE001 - keep the cached copy serving
+                        self._failure(meta, exc)
+                        return
+                self.problem = None
                 return
-            _atomic_write_json(self._pointer(), {"version": meta["version"]})
-            self._activate(model)
+            failed_at = self._failed.get((meta["version"], meta["run_id"]))
+            if failed_at is not None and time.time() - failed_at < self._retry_after():
+                return  # already reported; retried later (a transient download error may clear)
+            try:
+                self._load(meta)
+            except Exception as exc:  # noqa: BLE001 - a bad new version must never take the old one down
+                self._failure(meta, exc)
 
     def start_watcher(self) -> None:
         interval = self.settings.reload_interval_s
@@ -314,14 +364,25 @@ class ModelStore:
 
     def health(self) -> dict[str, Any]:
         cur = self.current
+        reason: str | None = None
         if cur is None:
             status = "down"
+            reason = self.problem or "no model is loaded"
         elif self.registry_reachable and cur.source == "registry" and self.registry_version == cur.version:
             status = "ok"
         else:
             status = "degraded"
+            if self.problem:
+                reason = self.problem
+            elif not self.registry_reachable:
+                reason = f"registry not reachable; serving the local copy of version {cur.version}"
+            elif self.registry_version != cur.version:
+                reason = f"the alias points at version {self.registry_version}; serving version {cur.version}"
+            else:
+                reason = "serving the local copy; not yet confirmed by the registry"
         return {
             "status": status,
+            "reason": reason,
             "model": {
                 "name": self.settings.model_name,
                 "version": cur.version if cur else None,
@@ -335,4 +396,4 @@ class ModelStore:
 def _replace_source(model: ServedModel, source: str) -> ServedModel:
     from dataclasses import replace
 
-    return replace(model, source=source)
+    return replace(model, source=source, prepared={})  # /model/info shows the source: prepared again
