@@ -99,16 +99,25 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _parse_int(text: str) -> int | float:
+    # Integers too long for a float's exact range are out of any feature's range anyway: as a float (inf when
+    # beyond 1e308) they reach the range check instead of overflowing float() or Python's int-digit limit.
+    return int(text) if len(text) <= 18 else float(text)
+
+
 def _loads(body: bytes) -> Any:
+    """JSON → Python. Raises InputError (400) for anything that is not JSON, including nesting too deep
+    for the parser, never a 500."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
-    # MLflow's own client (json.dumps) writes NaN for missing values, which strict JSON parsers refuse;
-    # the standard library accepts it, so only such bodies pay for the slower parser.
+    # MLflow's own client (json.dumps) writes NaN for missing values, which strict JSON parsers refuse; and
+    # orjson refuses numbers beyond a double (1e400) or 64-bit integers, which are range errors, not syntax.
+    # The standard library accepts them, so only such bodies pay for the slower parser.
     try:
-        return json.loads(body)
-    except ValueError:
+        return json.loads(body, parse_int=_parse_int)
+    except (ValueError, RecursionError):
         raise strict.InputError("Invalid input. Ensure that input is valid JSON.") from None
 
 
@@ -135,16 +144,24 @@ class Api:
     def __init__(self, settings: Settings, store: ModelStore):
         self.settings = settings
         self.store = store
-        self.validators: dict[str, Validator] = {}
-        self.info: dict[str, bytes] = {}
-        self.openapi: dict[str, bytes] = {}
-        store.on_swap(self.prepare)
-        if store.current is not None:
-            self.prepare(store.current)
+        store.on_swap(self.prepare)  # runs before a version becomes current; an exception keeps the old one
+        if store.current is not None and not store.current.prepared:
+            try:
+                self.prepare(store.current)
+            except Exception as exc:  # noqa: BLE001 - a model we cannot describe is not served
+                log.error("version %s cannot be served (%s)", store.current.version, type(exc).__name__)
+                store.problem = f"version {store.current.version} could not be prepared ({type(exc).__name__})"
+                store.current = None
+
+    @staticmethod
+    def _ready(model: ServedModel) -> dict[str, Any]:
+        if not model.prepared:  # pragma: no cover - every swap prepares; a store used without this app does not
+            raise strict.InputError("the model is being prepared; retry", status=503)
+        return model.prepared
 
     def prepare(self, model: ServedModel) -> None:
-        """Everything a version needs, built once per swap rather than per request."""
-        key = f"{model.version}:{model.source}"
+        """Everything a version needs, built once per version before it is swapped in (stored on the model,
+        so a request that took a reference to a model also has its validator, info and OpenAPI document)."""
         validator = Validator(model, self.settings.allow_extra_columns)
         spec = model.spec
         info = {
@@ -177,9 +194,13 @@ class Api:
             },
             "signature": model.signature,
         }
-        self.validators = {model.version: validator}
-        self.info = {key: orjson.dumps(info)}
-        self.openapi = {model.version: orjson.dumps(openapi_document(model, validator, self.settings))}
+        prepared = {
+            "validator": validator,
+            "info": orjson.dumps(info),
+            "openapi": orjson.dumps(openapi_document(model, validator, self.settings)),
+        }
+        model.prepared.clear()
+        model.prepared.update(prepared)
         metrics.MODEL_VERSION.labels(model.name).set(float(model.version) if model.version.isdigit() else -1)
 
     # ---- MLflow protocol -----------------------------------------------------------------------------
@@ -219,20 +240,10 @@ class Api:
 
     def _frame(self, model: ServedModel, mime: str, body: bytes) -> Any:
         s = self.settings
-        try:
-            if mime == scoring_server.CONTENT_TYPE_CSV:
-                try:
-                    text = body.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise strict.InputError("Invalid input. Ensure that input is valid UTF-8.") from None
-                # MLflow's CSV parser without a schema: no dtype coercion, so text stays text and is refused.
-                df = scoring_server.parse_csv_input(StringIO(text), schema=None)
-            else:
-                df = scoring_server.parse_parquet_input(BytesIO(body))
-        except MlflowException:
-            # MLflow's message carries pandas' error text and a stack trace, which can quote the input.
-            kind = "CSV" if mime == scoring_server.CONTENT_TYPE_CSV else "Parquet"
-            raise strict.InputError(f"Invalid input. The body could not be parsed as {kind} with a header.") from None
+        if mime == scoring_server.CONTENT_TYPE_CSV:
+            df = _read_csv(model, body, s.max_rows)
+        else:
+            df = _read_parquet(body, s.max_rows, s.max_body_bytes)
         return strict.frame_to_matrix(model, df, s.allow_extra_columns, s.max_rows)
 
     # ---- friendly API --------------------------------------------------------------------------------
@@ -260,9 +271,10 @@ class Api:
         except strict.InputError as err:
             _log_rejection("/predict", rid, err.status, model, err)
             return _json({"request_id": rid, "error": err.message, "errors": []}, err.status, rid)
+        dl = strict.Deadline(self.settings.request_timeout_s)
         try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            doc = _loads(body)
+        except strict.InputError:
             return _json({"request_id": rid, "errors": [error_entry(None, "body", "json", lang)]}, 400, rid)
         rows = [doc] if type(doc) is dict else doc
         if type(rows) is not list or not rows:
@@ -270,18 +282,24 @@ class Api:
         if len(rows) > self.settings.max_rows:
             msg = f"too many patients: the limit is {self.settings.max_rows} per request"
             return _json({"request_id": rid, "error": msg, "errors": []}, 413, rid)
-        validator = self.validators.get(model.version) or Validator(model, self.settings.allow_extra_columns)
-        patients, errors = validator.validate(rows, lang)
-        if errors:
-            known = sorted({e["field"] for e in errors if e["field"] in model.index})
-            log.info("/predict 422 request_id=%s fields=%s", rid, known)
-            return _json({"request_id": rid, "errors": errors}, 422, rid)
-        X = _patients_matrix(model, patients)
-        problems = model.risk.validate_matrix(X)  # the model's own rules, in case the spec and model disagree
-        if problems:
-            errs = [error_entry(None, p["field"], "invalid", lang) | {"rule": p["rule"]} for p in problems]
-            return _json({"request_id": rid, "errors": errs}, 422, rid)
-        out = model.risk.predict_matrix(X, contributions=contributions)
+        try:
+            validator = self._ready(model)["validator"]
+            patients, errors = validator.validate(rows, lang, dl)
+            if errors:
+                known = sorted({e["field"] for e in errors if e["field"] in model.index})
+                log.info("/predict 422 request_id=%s fields=%s", rid, known)
+                return _json({"request_id": rid, "errors": errors}, 422, rid)
+            dl.check()
+            X = _patients_matrix(model, patients)
+            problems = strict.problems(model, X)  # the model's own rules, in case the spec and model disagree
+            if problems:
+                errs = [error_entry(None, p["field"], "invalid", lang) | {"rule": p["rule"]} for p in problems]
+                return _json({"request_id": rid, "errors": errs}, 422, rid)
+            out = model.risk.predict_matrix(X, contributions=contributions)
+            dl.check()
+        except strict.InputError as err:
+            _log_rejection("/predict", rid, err.status, model, err)
+            return _json({"request_id": rid, "error": err.message, "errors": []}, err.status, rid)
         metrics.count_levels(out["risk_level"])
         return _json(
             {
@@ -299,26 +317,97 @@ class Api:
 
     async def model_info(self, request: Request) -> Response:
         model = self.store.current
-        if model is None:
+        if model is None or not model.prepared:
             return _json({"error": "no model is loaded yet"}, 503)
-        key = f"{model.version}:{model.source}"
-        if key not in self.info:
-            self.prepare(model)
-        return Response(self.info[key], media_type=JSON)
+        return Response(model.prepared["info"], media_type=JSON)
 
     async def metrics(self, request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def openapi_json(self, request: Request) -> Response:
         model = self.store.current
-        if model is None:
+        if model is None or not model.prepared:
             return _json(openapi_document(None, None, self.settings))
-        if model.version not in self.openapi:
-            self.prepare(model)
-        return Response(self.openapi[model.version], media_type=JSON)
+        return Response(model.prepared["openapi"], media_type=JSON)
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
+
+
+PARQUET_EXPANSION = 20  # decoded Parquet may be at most this many times MAX_BODY_BYTES
+
+
+def _read_csv(model: ServedModel, body: bytes, max_rows: int) -> Any:
+    """CSV with a header → DataFrame, as MLflow parses it (pandas, no dtype coercion), with two checks first:
+    every row has exactly the header's number of fields (pandas would silently make an extra first field the
+    index, shifting every value one column), and the row count is within MAX_ROWS (before pandas builds
+    anything). Messages name row numbers and counts only, never a value."""
+    import csv
+
+    import pandas as pd
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise strict.InputError("Invalid input. Ensure that input is valid UTF-8.") from None
+    try:
+        reader = csv.reader(StringIO(text))
+        width, rows = None, 0
+        for fields in reader:
+            if not fields:  # a blank line, which pandas skips too
+                continue
+            if width is None:
+                width = len(fields)
+                continue
+            rows += 1
+            if rows > max_rows:
+                raise strict.InputError(f"too many rows: the limit is {max_rows} per request", status=413)
+            if len(fields) != width:
+                raise strict.InputError(
+                    f"Invalid input. CSV row {rows} has {len(fields)} fields but the header has {width}; "
+                    "every row needs one value per header column."
+                )
+    except csv.Error:
+        raise strict.InputError("Invalid input. The body could not be parsed as CSV with a header.") from None
+    if width is None:
+        raise strict.InputError("Invalid input. The body could not be parsed as CSV with a header.")
+    # Categorical columns stay text ("1" is not a number there); all others as MLflow parses them.
+    dtype = {n: str for j, n in enumerate(model.names) if j in model.categories}
+    try:
+        return pd.read_csv(StringIO(text), index_col=False, dtype=dtype or None)
+    except Exception:  # noqa: BLE001 - pandas' message can quote the input: never passed on
+        raise strict.InputError("Invalid input. The body could not be parsed as CSV with a header.") from None
+
+
+def _read_parquet(body: bytes, max_rows: int, max_body_bytes: int) -> Any:
+    """Parquet → DataFrame, checking the row count and decoded size from the file's metadata first: a few
+    hundred KB of compressed Parquet can decode to millions of rows and gigabytes."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(BytesIO(body)).metadata
+    except Exception:  # noqa: BLE001 - not Parquet (or a damaged footer)
+        raise strict.InputError("Invalid input. The body could not be parsed as Parquet.") from None
+    if meta.num_rows > max_rows:
+        raise strict.InputError(f"too many rows: the limit is {max_rows} per request", status=413)
+    decoded = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        columns = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
+        decoded += max(group.total_byte_size, columns)
+    if decoded > PARQUET_EXPANSION * max_body_bytes:
+        raise strict.InputError(
+            f"Parquet data too large when decoded: the limit is {PARQUET_EXPANSION * max_body_bytes} bytes",
+            status=413,
+        )
+    try:
+        df = scoring_server.parse_parquet_input(BytesIO(body))
+    except MlflowException:
+        # MLflow's message carries the parser's error text, which can quote the input.
+        raise strict.InputError("Invalid input. The body could not be parsed as Parquet.") from None
+    if len(df) > max_rows:  # metadata that under-reports rows
+        raise strict.InputError(f"too many rows: the limit is {max_rows} per request", status=413)
+    return df
 
 
 def _patients_matrix(model: ServedModel, patients: list[Any]) -> Any:

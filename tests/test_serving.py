@@ -121,14 +121,43 @@ def start_server(env: dict[str, str], cache: Path, log: Path, expect: str | None
 class Registry:
     env: dict[str, str]
     tmp: Path
+    clinic: subprocess.Popen  # training of the categorical clinic model, in its own registry
+    clinic_env: dict[str, str]
+
+
+def _start_clinic_training(tmp: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """The clinic dataset of the pipeline's end-to-end test (categorical sexo F/M, optional fumador si/no/ex),
+    trained as clinic-risk into a registry of its own, in the background (it overlaps the Pima training)."""
+    from tests.test_pipeline_e2e import user_dataset
+
+    folder = tmp / "clinic"
+    folder.mkdir()
+    config = user_dataset(folder)
+    env = clean_env(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts")
+    args = ["--config", str(config), "--model-name", "clinic-risk", "--min-auc", "0.55"]
+    with (folder / "train.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.main", *TRAIN_ARGS, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, {**env, "MODEL_NAME": "clinic-risk"}
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     tmp = tmp_path_factory.mktemp("serving-registry")
     env = clean_env(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts")
-    train(env)
-    return Registry(env, tmp)
+    clinic, clinic_env = _start_clinic_training(tmp)
+    try:
+        train(env)
+        yield Registry(env, tmp, clinic, clinic_env)
+    finally:
+        if clinic.poll() is None:  # only the process this fixture started
+            clinic.kill()
+        clinic.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -334,10 +363,69 @@ BAD_INVOCATIONS = [
     (
         "extra_column",
         JSON_HDR,
-        json.dumps({"dataframe_records": [{**patient(), "insulina": 777.125}]}).encode(),
+        json.dumps({"dataframe_records": [{**patient(), "SECRET_insulina": 777.125}]}).encode(),
         400,
         "INVALID_PARAMETER_VALUE",
-        "insulina: is not a feature",
+        "1 unknown column (not features of this model); expected: embarazos, glucosa,",
+    ),
+    (
+        "unknown_keys_split",
+        JSON_HDR,
+        json.dumps({"dataframe_split": {"columns": ["SECRET1", "SECRET2", "glucosa"], "data": [[1, 2, 3]]}}).encode(),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "2 unknown columns (not features of this model); expected: embarazos, glucosa,",
+    ),
+    (
+        "unknown_top_level_and_param_keys",
+        JSON_HDR,
+        json.dumps({"dataframe_records": [patient()], "params": {"SECRET": 1}}).encode(),
+        400,
+        "BAD_REQUEST",
+        "1 unknown parameter(s)",
+    ),
+    (
+        "unknown_format_keys",
+        JSON_HDR,
+        json.dumps({"SECRET": [patient()]}).encode(),
+        400,
+        "BAD_REQUEST",
+        "Received 0 of them",
+    ),
+    (
+        "huge_integer",  # 401 digits: beyond a double, so a range error (was OverflowError → 500)
+        JSON_HDR,
+        b'{"dataframe_records": [{"embarazos": 2, "glucosa": 1'
+        + b"0" * 400
+        + b', "pedigri_diabetes": 0.5, "edad": 40}]}',
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "glucosa: must be between",
+    ),
+    (
+        "huge_integer_beyond_python_digit_limit",
+        JSON_HDR,
+        b'{"inputs": {"embarazos": [2], "glucosa": [-' + b"9" * 6000 + b'], "pedigri_diabetes": [0.5], "edad": [40]}}',
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "glucosa: must be between",
+    ),
+    (
+        "float_beyond_double",
+        JSON_HDR,
+        json.dumps({"dataframe_records": [patient(pedigri_diabetes=1e400)]}).encode(),  # json writes Infinity
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "pedigri_diabetes: must be between",
+    ),
+    ("deep_json", JSON_HDR, b"[" * 100_000 + b"]" * 100_000, 400, "BAD_REQUEST", "valid JSON"),
+    (
+        "deep_json_inside_records",
+        JSON_HDR,
+        b'{"dataframe_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        400,
+        "BAD_REQUEST",
+        "valid JSON",
     ),
     (
         "missing_required",
@@ -393,7 +481,43 @@ BAD_INVOCATIONS = [
         b"embarazos,glucosa\n1,2\n1,2,3,SECRET\n",
         400,
         "BAD_REQUEST",
-        "could not be parsed",
+        "CSV row 2 has 4 fields but the header has 2",
+    ),
+    (
+        # pandas would make the first value the index and shift every other value one column to the left
+        "csv_one_extra_field_on_every_row",
+        {"Content-Type": "text/csv"},
+        b"embarazos,glucosa,presion_diastolica,pliegue_triceps,imc,pedigri_diabetes,edad\n"
+        b"2,148,72,35,33.6,0.627,50,\n1,85,66,29,26.6,0.351,31,\n",
+        400,
+        "BAD_REQUEST",
+        "CSV row 1 has 8 fields but the header has 7",
+    ),
+    (
+        "csv_one_extra_field_on_the_first_row",
+        {"Content-Type": "text/csv"},
+        b"embarazos,glucosa,presion_diastolica,pliegue_triceps,imc,pedigri_diabetes,edad\n"
+        b"777.125,2,148,72,35,33.6,0.627,50\n",
+        400,
+        "BAD_REQUEST",
+        "CSV row 1 has 8 fields but the header has 7",
+    ),
+    (
+        # no header: the first patient's values would be read as column names — never echoed back
+        "csv_without_header",
+        {"Content-Type": "text/csv"},
+        b"2,86.75,72,35,433.5,0.627,50\n1,85,66,29,26.6,0.351,31\n",
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "7 unknown columns (not features of this model); expected: embarazos, glucosa,",
+    ),
+    (
+        "csv_too_many_rows",
+        {"Content-Type": "text/csv"},
+        b"embarazos,glucosa,pedigri_diabetes,edad\n" + b"1,100,0.5,40\n" * 2001,
+        413,
+        "REQUEST_LIMIT_EXCEEDED",
+        "limit is 2000",
     ),
     (
         "csv_float_for_integer",
@@ -433,6 +557,58 @@ def test_bad_invocations(server: Server, case: tuple) -> None:
     assert text in doc["message"]
     assert "Traceback" not in r.text and "stack_trace" not in doc
     no_sentinel(r.text)
+    assert "86.75" not in doc["message"] and "148" not in doc["message"]  # e.g. a header-less CSV's values
+
+
+def _parquet(rows: int, columns: list[str], batch: int = 500_000) -> bytes:
+    """A zstd Parquet body of ``rows`` identical rows, written in batches (the test never holds them all)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: np.full(min(rows, batch), 1.0) for c in columns})
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, table.schema, compression="zstd") as writer:
+        for start in range(0, rows, batch):
+            writer.write_table(table.slice(0, min(batch, rows - start)))
+    return out.getvalue()
+
+
+def _peak_rss_kb(server: Server) -> int:
+    """Sum over the server's worker processes of their peak resident set size (VmHWM)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != server.proc.pid:  # ppid: the gunicorn master
+                continue
+            status = (stat.parent / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return total
+
+
+def test_parquet_rows_are_counted_from_metadata_before_decoding(server: Server, reference: pd.DataFrame) -> None:
+    rows = [patient(), patient(glucosa=90, edad=30, embarazos=0), patient(imc=None, pliegue_triceps=None)]
+    ok = pd.DataFrame(rows).to_parquet()
+    r = server.post("/invocations", data=ok, headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert r.status_code == 200, r.text
+    assert [p["probability"] for p in r.json()["predictions"]] == pytest.approx(
+        reference["probability"].tolist(), abs=1e-12
+    )
+    # 3M rows x 7 doubles (168 MB decoded) in a body of a few KB: refused from the footer, nothing decoded.
+    bomb = _parquet(3_000_000, list(patient()))
+    assert len(bomb) < 300_000
+    before = _peak_rss_kb(server)
+    r = server.post("/invocations", data=bomb, headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert r.status_code == 413, r.text
+    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED" and "limit is 2000" in r.json()["message"]
+    grown_mb = (_peak_rss_kb(server) - before) / 1024
+    assert grown_mb < 40, f"workers' peak RSS grew by {grown_mb:.0f} MB for a refused body"
+    r = server.post("/invocations", data=b"PAR1 SECRET", headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert r.status_code == 400 and "Parquet" in r.json()["message"]
+    no_sentinel(r.text)
 
 
 def test_body_limit_holds_without_content_length(server: Server) -> None:
@@ -471,10 +647,35 @@ def test_predict_422_names_field_and_rule_in_language(server: Server, lang: str,
     assert errors[(1, "glucosa")]["rule"] == "must be a number"
     assert errors[(1, "edad")]["rule"].startswith("must be between")
     assert errors[(1, "pedigri_diabetes")]["rule"] == "is required"
-    assert (1, "SECRET") in errors  # the unknown key is named (it is a key, not a value)
+    # The unknown key is counted, never named: a key can be data (a value pasted as a name).
+    unknown = errors[(1, "body")]
+    assert unknown["rule"].startswith("1 unknown field(s) (not features of this model); expected: embarazos")
+    assert unknown["message"].startswith("1 campo(s) desconocido(s)" if lang == "es" else "1 unknown field(s)")
     assert all(row == 1 for row, _ in errors)
-    for s in SENTINELS[:-1]:
-        assert s not in r.text
+    no_sentinel(r.text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"embarazos": 2, "glucosa": 1e400, "pedigri_diabetes": 0.5, "edad": 40}',
+        b'{"embarazos": 2, "glucosa": 1' + b"0" * 400 + b', "pedigri_diabetes": 0.5, "edad": 40}',
+        b'{"embarazos": 2, "glucosa": -Infinity, "pedigri_diabetes": 0.5, "edad": 40}',
+        b'{"embarazos": 2, "glucosa": NaN, "pedigri_diabetes": 0.5, "edad": 40}',
+    ],
+    ids=["1e400", "401_digits", "minus_infinity", "nan"],
+)
+def test_predict_numbers_beyond_a_double_are_range_errors(server: Server, body: bytes) -> None:
+    r = server.post("/predict?lang=en", data=body, headers=JSON_HDR)
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["errors"]
+    assert err["field"] == "glucosa" and err["rule"].startswith("must be between"), err
+
+
+def test_predict_deep_json_is_a_400(server: Server) -> None:
+    r = server.post("/predict", data=b"[" * 100_000 + b"]" * 100_000, headers=JSON_HDR)
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["rule"] == "body must be valid JSON"
 
 
 @pytest.mark.parametrize(
@@ -567,6 +768,7 @@ def test_restart_with_registry_down_serves_cached_copy_degraded(server: Server, 
         assert health.status_code == 200
         doc = health.json()
         assert doc["registry_reachable"] is False and doc["model"]["version"] in ("1", "2")
+        assert "registry not reachable" in doc["reason"]
         assert srv.get("/model/info").json()["source"] == "cache"
         r = srv.post("/invocations", json={"dataframe_records": [patient()]})
         assert r.status_code == 200 and r.json()["predictions"][0]["risk_level"] in ("low", "moderate", "high")
@@ -579,6 +781,14 @@ def test_restart_with_registry_down_serves_cached_copy_degraded(server: Server, 
         assert r.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert time.perf_counter() - t0 < 5
         assert srv.post("/invocations", json={"dataframe_records": [patient()]}).status_code == 200
+        # /predict is bounded by the same timeout (pydantic validation of 60k patients takes far longer).
+        big = json.dumps([patient()] * 60000).encode()
+        t0 = time.perf_counter()
+        r = srv.post("/predict", data=big, headers=JSON_HDR)
+        assert r.status_code == 504, r.text[:300]
+        assert "request_id" in r.json() and "longer than" in r.json()["error"]
+        assert time.perf_counter() - t0 < 5
+        assert srv.post("/predict", json=patient()).status_code == 200
     finally:
         srv.stop()
 
@@ -598,11 +808,231 @@ def test_down_when_no_registry_and_no_cache(registry: Registry) -> None:
         srv.stop()
 
 
+LOG_SENTINELS = (*SENTINELS, "41.375", "SECRETKEY")  # the last two also in valid requests and keys
+
+
 def test_logs_never_contain_request_values(server: Server, registry: Registry) -> None:
-    for log in registry.tmp.glob("server*.log"):
-        text = log.read_text()
-        assert "Traceback" not in text, log
-        no_sentinel(text)
+    """Self-contained: sends sentinel values through every route (good and bad requests) to this module's
+    server, then reads that server's log. Valid requests carry sentinels too (imc=41.375)."""
+    good = patient(imc=41.375)
+    csv = b"embarazos,glucosa,pedigri_diabetes,edad\n1,86.75,0.5,40\n"
+    sends: list[tuple[str, dict[str, str], bytes]] = [
+        ("/invocations", headers, body) for _, headers, body, *_ in BAD_INVOCATIONS if len(body) < 400_000
+    ]
+    sends += [
+        ("/invocations", JSON_HDR, json.dumps({"dataframe_records": [good]}).encode()),
+        ("/invocations", JSON_HDR, json.dumps({"inputs": {"SECRETKEY": [41.375]}}).encode()),
+        ("/invocations", {"Content-Type": "text/csv"}, csv),
+        ("/invocations", {"Content-Type": "text/csv"}, b"2,86.75,72\n1,433.5,66\n"),
+        ("/invocations", {"Content-Type": "application/vnd.apache.parquet"}, b"PAR1SECRET"),
+        ("/predict", JSON_HDR, json.dumps(good).encode()),
+        ("/predict", JSON_HDR, json.dumps([good, {**good, "glucosa": "86.75", "SECRETKEY": 777.125}]).encode()),
+        ("/predict", JSON_HDR, json.dumps(patient(embarazos=5.9, edad=433.5)).encode()),
+        ("/predict", JSON_HDR, b'{"glucosa": 1e400, "SECRET": 86.75'),
+        ("/predict", {"Content-Type": "text/plain"}, b"SECRET 86.75"),
+    ]
+    for path, headers, body in sends:
+        server.post(path, data=body, headers={**headers, "x-request-id": "SECRET 86.75"})
+    server.post("/predict?lang=SECRET&contributions=86.75", json=good)
+    for path in ("/health", "/ping", "/version", "/model/info", "/metrics", "/docs", "/openapi.json", "/SECRET"):
+        server.get(path + "?q=SECRET&v=86.75")
+    time.sleep(0.3)  # workers write their log lines as they answer; let the last ones land
+    text = server.log.read_text()
+    assert "/predict 422" in text and "/invocations 400" in text  # the rejections were logged (without values)
+    assert "Traceback" not in text
+    for sentinel in LOG_SENTINELS:
+        assert sentinel not in text, f"request value {sentinel!r} in the server log"
+
+
+# ---- a model with categorical features ----------------------------------------------------------------
+CLINIC = {"edad": 50, "sexo": "M", "imc": 30.5, "fumador": "si"}
+
+
+@pytest.fixture(scope="module")
+def clinic_env(registry: Registry) -> dict[str, str]:
+    """The registry (env) of the categorical clinic model, once its background training has finished."""
+    rc = registry.clinic.wait(300)
+    assert rc == 0, (registry.tmp / "clinic" / "train.log").read_text()[-3000:]
+    return registry.clinic_env
+
+
+@pytest.fixture(scope="module")
+def clinic_server(clinic_env: dict[str, str], registry: Registry) -> Iterator[Server]:
+    srv = start_server(
+        clinic_env, registry.tmp / "cache-clinic", registry.tmp / "server-clinic.log", WEB_CONCURRENCY="1"
+    )
+    yield srv
+    srv.stop()
+
+
+def test_categorical_model_serves_predict_and_every_input_format(clinic_server: Server, clinic_env: dict) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(clinic_env["MLFLOW_TRACKING_URI"])
+    rows = [CLINIC, {"edad": 30, "sexo": "F", "imc": None, "fumador": None}, {"edad": 70, "sexo": "F", "fumador": "ex"}]
+    frame = pd.DataFrame(rows, columns=list(CLINIC))
+    expected = (
+        mlflow.pyfunc.load_model("models:/clinic-risk@champion")
+        .predict(frame.astype({"edad": float, "imc": float}))["probability"]
+        .tolist()
+    )
+
+    info = clinic_server.get("/model/info").json()
+    assert [f["name"] for f in info["features"]] == ["edad", "sexo", "imc", "fumador"]
+    props = clinic_server.get("/openapi.json").json()["components"]["schemas"]["Patient"]["properties"]
+    assert props["sexo"]["enum"] == ["F", "M"]
+
+    r = clinic_server.post("/predict?contributions=true", json=rows)
+    assert r.status_code == 200, r.text
+    assert [p["probability"] for p in r.json()["predictions"]] == pytest.approx(expected, abs=1e-12)
+    assert set(r.json()["predictions"][0]["contributions"]) == {"edad", "sexo", "imc", "fumador"}
+
+    split = {"columns": list(CLINIC), "data": [[r.get(c) for c in CLINIC] for r in rows]}
+    bodies = {
+        "records": (JSON_HDR, json.dumps({"dataframe_records": rows}).encode()),
+        "split": (JSON_HDR, json.dumps({"dataframe_split": split}).encode()),
+        "inputs_columns": (JSON_HDR, json.dumps({"inputs": {c: [r.get(c) for r in rows] for c in CLINIC}}).encode()),
+        "csv": ({"Content-Type": "text/csv"}, frame.to_csv(index=False).encode()),
+        "parquet": ({"Content-Type": "application/vnd.apache.parquet"}, frame.to_parquet()),
+    }
+    for name, (headers, body) in bodies.items():
+        r = clinic_server.post("/invocations", data=body, headers=headers)
+        assert r.status_code == 200, (name, r.text)
+        assert [p["probability"] for p in r.json()["predictions"]] == pytest.approx(expected, abs=1e-12), name
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    out = ScoringServerClient("127.0.0.1", clinic_server.port).invoke(frame).get_predictions()
+    assert out["probability"].tolist() == pytest.approx(expected, abs=1e-12)
+
+
+SEXO_RULE = "sexo: must be one of ['F', 'M']"
+
+
+@pytest.mark.parametrize("value", [7.0, -1.0, 0.6, 0, 1, True, "f", "SECRET", [], {}], ids=repr)
+def test_categorical_refuses_anything_but_its_strings(clinic_server: Server, value: object) -> None:
+    bad = {**CLINIC, "sexo": value}
+    for body in (
+        {"dataframe_records": [CLINIC, bad]},
+        {"dataframe_split": {"columns": list(bad), "data": [list(bad.values())]}},
+        {"inputs": {k: [v] for k, v in bad.items()}},
+        {"instances": [bad]},
+    ):
+        r = clinic_server.post("/invocations", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE" and SEXO_RULE in r.json()["message"], r.text
+        no_sentinel(r.text)
+    r = clinic_server.post("/predict?lang=en", json=[CLINIC, bad])
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["errors"]
+    assert (err["row"], err["field"], err["rule"]) == (1, "sexo", "must be one of ['F', 'M']")
+    no_sentinel(r.text)
+
+
+def test_categorical_refuses_numbers_in_csv_and_parquet(clinic_server: Server) -> None:
+    frame = pd.DataFrame([{**CLINIC, "sexo": 0.0}, {**CLINIC, "sexo": 7.0}])
+    for headers, body in (
+        ({"Content-Type": "text/csv"}, frame.to_csv(index=False).encode()),
+        ({"Content-Type": "application/vnd.apache.parquet"}, frame.to_parquet()),
+        ({"Content-Type": "application/vnd.apache.parquet"}, frame.astype({"sexo": object}).to_parquet()),
+    ):
+        r = clinic_server.post("/invocations", data=body, headers=headers)
+        assert r.status_code == 400, r.text
+        assert SEXO_RULE in r.json()["message"], r.text
+    # A missing optional category is "not measured"; a missing required one is named.
+    r = clinic_server.post("/invocations", json={"dataframe_records": [{"edad": 50, "imc": 30.5}]})
+    assert r.status_code == 400 and "sexo: is required" in r.json()["message"]
+    r = clinic_server.post("/invocations", json={"dataframe_records": [{**CLINIC, "fumador": None}]})
+    assert r.status_code == 200, r.text
+    text = clinic_server.log.read_text()
+    assert "Traceback" not in text and "SECRET" not in text
+
+
+def _register_copy(client: object, source: Path, name: str, experiment_id: str, edit: object = None) -> str:
+    """Register a copy of a downloaded model directory as a new version of ``name``; ``edit`` may change
+    its model.json first. Returns the version."""
+    import mlflow
+
+    work = source.parent / f"copy-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(source, work)
+    if edit is not None:
+        path = work / "artifacts" / "model.json"
+        doc = json.loads(path.read_text())
+        edit(doc)
+        path.write_text(json.dumps(doc))
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_artifacts(str(work), "model")
+    return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
+
+
+def test_hot_reload_to_a_version_that_cannot_be_prepared_keeps_serving(
+    registry: Registry, clinic_env: dict[str, str]
+) -> None:
+    """v1 (the Pima model) serves; v2 loads but the API cannot build its schema (its spec lacks the feature
+    labels the API publishes) → v1 keeps serving, /health is degraded with the reason; v3 (the categorical
+    clinic model) then swaps in and serves categorical strings."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(registry.env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    tmp = registry.tmp / "reload"
+    tmp.mkdir()
+    experiment = mlflow.create_experiment(f"reload-{uuid.uuid4().hex[:8]}", (tmp / "artifacts").as_uri())
+    pima = Path(mlflow.artifacts.download_artifacts("models:/diabetes-t2/1", dst_path=str(tmp / "pima")))
+    mlflow.set_tracking_uri(clinic_env["MLFLOW_TRACKING_URI"])  # the clinic model's own registry
+    clinic = Path(mlflow.artifacts.download_artifacts("models:/clinic-risk@champion", dst_path=str(tmp / "clinic")))
+    mlflow.set_tracking_uri(registry.env["MLFLOW_TRACKING_URI"])
+    name = f"reload-{uuid.uuid4().hex[:6]}"
+    v1 = _register_copy(client, pima, name, experiment)
+    client.set_registered_model_alias(name, "champion", v1)
+    env = {**registry.env, "MODEL_NAME": name}
+    srv = start_server(env, tmp / "cache", tmp / "server-reload.log", WEB_CONCURRENCY="1", RELOAD_INTERVAL_S="0.3")
+    try:
+        assert srv.post("/predict", json=patient()).json()["model"]["version"] == v1
+
+        def drop_labels(doc: dict) -> None:
+            for f in doc["spec"]["features"]:
+                del f["label"]
+
+        v2 = _register_copy(client, pima, name, experiment, edit=drop_labels)
+        client.set_registered_model_alias(name, "champion", v2)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            health = srv.get("/health").json()
+            if health["status"] != "ok":
+                break
+            r = srv.post("/predict", json=patient())
+            assert r.status_code == 200 and r.json()["model"]["version"] == v1, r.text
+            time.sleep(0.1)
+        assert health["status"] == "degraded" and health["model"]["version"] == v1, health
+        assert f"version {v2} could not be loaded (KeyError); still serving version {v1}" == health["reason"]
+        for _ in range(5):  # several watcher ticks later: still v1, on every route
+            r = srv.post("/predict", json=patient())
+            assert r.status_code == 200 and r.json()["model"]["version"] == v1, r.text
+            r = srv.post("/invocations", json={"dataframe_records": [patient()]})
+            assert r.status_code == 200, r.text
+            info = srv.get("/model/info")
+            assert info.status_code == 200 and info.json()["version"] == v1
+            assert srv.get("/health").json()["status"] == "degraded"
+            time.sleep(0.15)
+        assert f"loading {name} version {v2} failed (KeyError" in srv.log.read_text()
+
+        v3 = _register_copy(client, clinic, name, experiment)  # the categorical model
+        client.set_registered_model_alias(name, "champion", v3)
+        deadline = time.time() + 20
+        while time.time() < deadline and srv.get("/health").json()["model"]["version"] != v3:
+            time.sleep(0.1)
+        health = srv.get("/health").json()
+        assert health["status"] == "ok" and health["model"]["version"] == v3 and health["reason"] is None, health
+        r = srv.post("/predict", json=CLINIC)
+        assert r.status_code == 200 and r.json()["model"]["version"] == v3, r.text
+        r = srv.post("/invocations", json={"dataframe_records": [CLINIC]})
+        assert r.status_code == 200, r.text
+        r = srv.post("/invocations", json={"dataframe_records": [{**CLINIC, "sexo": 7.0}]})
+        assert r.status_code == 400 and SEXO_RULE in r.json()["message"]
+        assert "Traceback" not in srv.log.read_text()
+    finally:
+        srv.stop()
 
 
 # ---- Postgres -----------------------------------------------------------------------------------------
