@@ -52,3 +52,17 @@ def test_batch_validation_rules() -> None:
 def test_batch_missing_required_column() -> None:
     check = batch.validate(pd.DataFrame({"edad": ["50"]}), FEATURES)
     assert check.missing_columns == ["glucosa"] and check.valid_index == []
+
+
+def test_batch_csv_extra_fields_never_shift_values() -> None:
+    """A row with one value too many is flagged, not scored with its values moved one column over; a trailing
+    empty field (a common spreadsheet export) is harmless."""
+    frame = batch.read_csv(b"glucosa,edad\n100,50\n100,150,60\n120,40,\n")
+    assert frame["glucosa"].tolist() == ["100", "100", "120"]
+    assert frame["edad"].tolist() == ["50", "150", "40"]
+    features = [{"name": "glucosa", "min": 40, "max": 400}, {"name": "edad", "min": 21, "max": 100, "integer": True}]
+    check = batch.validate(frame, features)
+    assert [(p.row, p.rule) for p in check.problems if p.rule == "extra_fields"] == [(2, "extra_fields")]
+    assert check.valid_index == [0, 2]
+    semicolons = batch.read_csv(b'glucosa;edad\n"1,5";40\n')
+    assert semicolons.iloc[0].tolist() == ["1,5", "40"]

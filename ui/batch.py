@@ -58,7 +58,22 @@ def read_csv(data: bytes) -> pd.DataFrame:
         sep = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
         sep = ","
-    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=True, skipinitialspace=True)
+    # Parsed row by row (not pandas): a row with more fields than the header must never shift its values into
+    # other columns, and a short row is padded. Rows with extra non-empty values are flagged by validate().
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True))
+    except csv.Error as exc:
+        raise ValueError(f"unreadable CSV: {type(exc).__name__}") from None
+    rows = [r for r in rows if any(f.strip() for f in r)]  # blank lines are not patients
+    if not rows:
+        raise ValueError("empty file")
+    header, width = [h.strip() for h in rows[0]], len(rows[0])
+    body = [(r + [""] * width)[:width] for r in rows[1:]]
+    frame = pd.DataFrame(body, columns=header, dtype=object).replace({"": None})
+    frame.attrs["extra_field_rows"] = [
+        i for i, r in enumerate(rows[1:], start=1) if len(r) > width and any(f.strip() for f in r[width:])
+    ]
+    return frame
 
 
 def _to_number(col: pd.Series) -> pd.Series:
@@ -107,6 +122,8 @@ def validate(frame: pd.DataFrame, features: list[Feature]) -> Validation:
         if not f.get("optional"):
             for i in np.flatnonzero((~present).to_numpy()):
                 result.problems.append(Problem(int(i) + 1, name, "required"))
+    for row in frame.attrs.get("extra_field_rows", []):  # 1-based data rows, as csv.reader counted them
+        result.problems.append(Problem(row, "", "extra_fields"))
     result.problems.sort(key=lambda p: (p.row, names.index(p.field) if p.field in names else -1))
     return result
 

@@ -165,6 +165,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "rule_not_number": {"es": "no es un número", "en": "not a number"},
     "rule_out_of_range": {"es": "fuera del rango válido {detail}", "en": "outside the valid range {detail}"},
     "rule_not_integer": {"es": "debe ser un número entero", "en": "must be a whole number"},
+    "rule_extra_fields": {
+        "es": "la fila tiene más valores que columnas la cabecera (no se evalúa para no desplazar datos)",
+        "en": "the row has more values than the header has columns (not scored, so no value is shifted)",
+    },
     "rule_not_category": {"es": "valor no admitido (admitidos: {detail})", "en": "value not allowed ({detail})"},
     "score_button": {"es": "Evaluar {n} filas válidas", "en": "Score {n} valid rows"},
     "scoring_progress": {"es": "Evaluando… {done}/{total}", "en": "Scoring… {done}/{total}"},
