@@ -86,6 +86,14 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                 problems.append({"field": f["name"], "rule": "is required", "rows": int(miss.sum())})
                 continue
             if f["type"] == "categorical":
+                # Codes index the weights: anything but a known code would crash or wrap around (-1 = last).
+                n = len(f["categories"])
+                with np.errstate(invalid="ignore"):
+                    bad = ~miss & ((col < 0) | (col >= n) | (col != np.floor(col)))
+                if bad.any():
+                    problems.append(
+                        {"field": f["name"], "rule": f"must be one of {f['categories']}", "rows": int(bad.sum())}
+                    )
                 continue
             with np.errstate(invalid="ignore"):
                 out = ~miss & ((col < self.lo[j]) | (col > self.hi[j]))

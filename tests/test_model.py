@@ -106,3 +106,32 @@ def test_fast_path_matches_pyfunc(bundled) -> None:
     X = with_missing(split.X_test, config)
     fast = model.predict_matrix(model.to_matrix(X))
     np.testing.assert_array_equal(fast["probability"], model.predict(None, X)["probability"].to_numpy())
+
+
+def test_categorical_codes_are_checked_on_the_fast_path() -> None:
+    spec = {
+        "features": [
+            {"name": "sexo", "type": "categorical", "categories": ["F", "M"], "optional": False},
+            {"name": "edad", "type": "numeric", "min": 18, "max": 100, "optional": False},
+        ],
+        "threshold": 0.5,
+        "risk_bands": [{"name": "low", "upper": 0.5}, {"name": "high", "upper": 1.0}],
+    }
+    params = {
+        "intercept": -1.0,
+        "terms": [
+            {"kind": "categorical", "impute": 0.0, "weights": [0.0, 0.7]},
+            {"kind": "linear", "impute": 50.0, "center": 50.0, "scale": 10.0, "weight": 0.5},
+        ],
+        "reference": [0.0, 0.0],
+    }
+    model = RiskModel()
+    model.load_dict({"spec": spec, "params": params})
+    for code in (-1.0, 2.0, 0.5, 7.0):
+        problems = model.validate_matrix(np.array([[code, 40.0]]))
+        assert problems == [{"field": "sexo", "rule": "must be one of ['F', 'M']", "rows": 1}]
+    assert model.validate_matrix(np.array([[1.0, 40.0], [np.nan, 40.0]])) == [
+        {"field": "sexo", "rule": "is required", "rows": 1}
+    ]
+    out = model.predict(None, pd.DataFrame({"sexo": ["M", "F"], "edad": [60.0, 60.0]}))
+    assert out["probability"].iloc[0] > out["probability"].iloc[1]
