@@ -999,7 +999,8 @@ def test_hot_reload_to_a_version_that_cannot_be_prepared_keeps_serving(
         deadline = time.time() + 20
         while time.time() < deadline:
             health = srv.get("/health").json()
-            if health["status"] != "ok":
+            # Transiently "the alias points at version 2" (that worker is loading it); then the failure.
+            if health["status"] != "ok" and "could not be loaded" in (health["reason"] or ""):
                 break
             r = srv.post("/predict", json=patient())
             assert r.status_code == 200 and r.json()["model"]["version"] == v1, r.text
