@@ -11,19 +11,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import platform
 import re
-import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -773,38 +771,6 @@ def test_build_command_is_pure() -> None:
 # Smoke test: the launcher really starts MLflow on Postgres, and allowed hosts behave
 # --------------------------------------------------------------------------------------------------------------
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def _postgres_admin() -> Any:
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    except psycopg2.OperationalError as exc:
-        reason = f"Postgres not reachable on {PG['host']}:{PG['port']} as {PG['user']}: {exc}".strip()
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    conn.autocommit = True
-    return conn
-
-
-@contextlib.contextmanager
-def smoke_database() -> Iterator[str]:
-    """A fresh, uniquely named database, dropped afterwards (connected sessions included)."""
-    conn = _postgres_admin()
-    name = f"mlflow_smoke_{secrets.token_hex(6)}"
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -822,9 +788,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def test_launcher_smoke(tmp_path: Path) -> None:
-    with smoke_database() as database_url:
-        _run_launcher_smoke(database_url, tmp_path)
+def test_launcher_smoke(postgres_url: str, tmp_path: Path) -> None:  # fixture: tests/conftest.py (fresh database)
+    _run_launcher_smoke(postgres_url, tmp_path)
 
 
 def _run_launcher_smoke(database_url: str, tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 # Fast training options: the tests need a real registered model, not the best one.
 TRAIN_ARGS = ("--cv-repeats", "1", "--cv-folds", "3")
-PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
 
 # Values that appear only in bad requests: they must never come back in a body or show up in a log.
 SENTINELS = ("5.9", "777.125", "86.75", "433.5", "SECRET")
@@ -1037,32 +1036,10 @@ def test_hot_reload_to_a_version_that_cannot_be_prepared_keeps_serving(
 
 
 # ---- Postgres -----------------------------------------------------------------------------------------
-@pytest.fixture
-def postgres_db() -> Iterator[str]:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(**PG_ADMIN)
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Postgres at 127.0.0.1:5432 is required in CI: {exc}")
-        pytest.skip(f"Postgres not reachable: {exc}")
-    admin.autocommit = True
-    name = f"test_serving_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-def test_postgres_registry(postgres_db: str, tmp_path: Path) -> None:
+def test_postgres_registry(postgres_url: str, tmp_path: Path) -> None:  # fixture: tests/conftest.py
     env = clean_env("", tmp_path / "artifacts")
     del env["MLFLOW_TRACKING_URI"]
-    env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{postgres_db}"  # the Render-style variable
+    env["DATABASE_URL"] = postgres_url  # the Render-style variable
     train(env)
     srv = start_server(env, tmp_path / "cache", tmp_path / "server-pg.log", WEB_CONCURRENCY="2")
     try:
