@@ -4,7 +4,8 @@ Reads the environment, builds an ``mlflow server`` command line and replaces thi
 
 - ``DATABASE_URL``: backend and registry store. Render hands out ``postgres://``/``postgresql://``;
   both are rewritten to ``postgresql+psycopg2://``. Unset: ``sqlite:///mlflow.db``.
-- ``PORT``: port to bind on 0.0.0.0 (Render sets it; default 5000).
+- ``PORT``: port to bind on 0.0.0.0 (Render sets it; default 5000). ``HOST`` overrides the address (the local
+  stack binds 127.0.0.1 so a laptop does not offer an open registry to its network).
 - ``MLFLOW_ARTIFACTS_DESTINATION``: where proxied artifacts are stored (default ``./mlruns``).
   On Render this is a folder on the service's persistent disk.
 - ``MLFLOW_ALLOWED_HOSTS``: Host headers MLflow accepts. MLflow 3.5+ answers 403 to any other
@@ -69,7 +70,7 @@ def build_command(env: Mapping[str, str]) -> list[str]:
         "--backend-store-uri", backend_store_uri(env),
         "--artifacts-destination", env.get("MLFLOW_ARTIFACTS_DESTINATION") or DEFAULT_ARTIFACTS_DESTINATION,
         "--serve-artifacts",
-        "--host", "0.0.0.0",
+        "--host", env.get("HOST") or "0.0.0.0",
         "--port", str(port(env)),
         "--allowed-hosts", allowed_hosts(env),
         "--workers", "1",

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,14 @@ class Feature(BaseModel):
     label: Text
     help: Text | None = None
 
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories_as_text(cls, value: object) -> object:
+        # Number-coded categories (sexo: 1/2) are compared as text, as the data loader reads them.
+        if isinstance(value, list):
+            return [category_text(v) for v in value]
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Feature:
         if self.column is None:
@@ -47,6 +55,17 @@ class Feature(BaseModel):
         if self.min is not None and self.max is not None and self.min >= self.max:
             raise ValueError(f"feature '{self.name}': min must be below max")
         return self
+
+
+def category_text(value: object) -> object:
+    """1, 1.0 and "1" are the same category; other values pass through unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 class Derive(BaseModel):
@@ -93,6 +112,8 @@ class DatasetConfig(BaseModel):
     features: list[Feature] = Field(min_length=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
     risk_bands: list[RiskBand] = Field(min_length=1)
+    # Results published for the same data and split, shown beside ours: {name: {metric: value}}.
+    published_baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

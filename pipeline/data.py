@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import ConfigError, DatasetConfig
+from pipeline.config import ConfigError, DatasetConfig, category_text
 
 _OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
@@ -84,7 +84,7 @@ def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.Da
                 raise ConfigError(f"{source}: column '{f.column}' ({f.name}) must hold whole numbers")
             X[f.name] = v
         else:
-            values = col.astype("string")
+            values = col.map(category_text, na_action="ignore").astype("string")
             unknown = values.notna().to_numpy() & ~values.isin(f.categories).to_numpy()
             if unknown.any():
                 raise ConfigError(
@@ -138,6 +138,8 @@ def load_split(config: DatasetConfig, seed: int = 0, train: str | None = None, t
             raise ConfigError(f"feature '{f.name}' is the column the target is derived from (target leakage)")
     X, y = prepare(read_csv(train_path), config, str(train_path))
     if test_path is None:
+        if np.bincount(y).min() < 2:
+            raise ConfigError(f"{train_path}: a class has fewer than 2 rows; cannot split off a stratified test set")
         X, X_te, y, y_te = train_test_split(X, y, test_size=config.test_size, stratify=y, random_state=seed)
         paths = [train_path]
         X, X_te = X.reset_index(drop=True), X_te.reset_index(drop=True)
@@ -145,3 +147,13 @@ def load_split(config: DatasetConfig, seed: int = 0, train: str | None = None, t
         X_te, y_te = prepare(read_csv(test_path), config, str(test_path))
         paths = [train_path, test_path]
     return Split(X, np.asarray(y), X_te, np.asarray(y_te), sha256_files(paths))
+
+
+def check_cv(split: Split, folds: int) -> None:
+    """Cross-validation needs every class in every fold."""
+    smallest = int(np.bincount(split.y_train).min())
+    if smallest < folds:
+        raise ConfigError(
+            f"the training data has only {smallest} row(s) of one class; {folds}-fold cross-validation needs at "
+            f"least {folds} (more data, or fewer --cv-folds)"
+        )

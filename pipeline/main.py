@@ -28,7 +28,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
 from pipeline import evaluate, registry
 from pipeline.config import ConfigError, DatasetConfig, load_config
-from pipeline.data import Split, load_split
+from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
 from pipeline.train import TrainOptions, compile_additive, fit, set_reference
 
@@ -146,7 +146,7 @@ def train_and_register(
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "n_train": int(len(split.y_train)),
             "n_test": int(len(split.y_test)),
-            "published_baselines": evaluate.PUBLISHED,
+            "published_baselines": config.published_baselines,
         }
         params = compile_additive(fitted, config, split.X_train)
         model = RiskModel()
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         opts.check()
         config = load_config(args.config)
         split = load_split(config, seed=args.seed, train=args.train_data or None, test=args.test_data or None)
+        check_cv(split, opts.cv_folds)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

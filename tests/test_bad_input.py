@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -56,6 +57,19 @@ def _bad_bands(doc, tmp):
     doc["risk_bands"][0]["upper"] = 0.9
 
 
+def _few_positives(doc, tmp):
+    df = pd.read_csv(ROOT / "data" / "pima" / "pima_tr2.csv")
+    positives = df.index[df["type"] == "Yes"]
+    df.drop(positives[3:]).to_csv(tmp / "few.csv", index=False)  # 3 women with diabetes left
+    doc["train"] = str(tmp / "few.csv")
+
+
+def _single_class_test(doc, tmp):
+    df = pd.read_csv(ROOT / "data" / "pima" / "pima_te.csv")
+    df[df["type"] == "No"].to_csv(tmp / "negatives.csv", index=False)
+    doc["test"] = str(tmp / "negatives.csv")
+
+
 def _unknown_key(doc, tmp):
     doc["features"][0]["units"] = "typo for unit"
 
@@ -69,6 +83,8 @@ CASES = {
     "required feature missing": (_required_missing, "(presion_diastolica) is not optional but has missing values"),
     "risk bands": (_bad_bands, "risk_bands must have increasing 'upper' limits"),
     "unknown config key": (_unknown_key, "features.0.units: Extra inputs are not permitted"),
+    "too few positives for CV": (_few_positives, "only 3 row(s) of one class; 5-fold cross-validation needs"),
+    "single-class test set": (_single_class_test, "positive class 'Yes' not found in target column 'type'"),
 }
 
 

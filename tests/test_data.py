@@ -51,3 +51,35 @@ def test_config_maps_columns_to_api_names() -> None:
     assert split.X_train.shape == (300, 7) and split.X_test.shape == (332, 7)
     assert split.y_train.sum() == 106 and split.y_test.sum() == 109
     assert split.X_train["pliegue_triceps"].isna().sum() == 98
+
+
+def test_number_coded_categories_with_missing_values(tmp_path) -> None:
+    """sexo coded 1/2 with a blank cell: pandas reads floats (1.0); they are still the categories 1 and 2."""
+    from pipeline.config import DatasetConfig
+    from pipeline.data import prepare
+
+    config = DatasetConfig.model_validate({
+        "name": "coded", "train": "x.csv", "target": {"column": "dm", "positive": 1},
+        "features": [{"name": "sexo", "type": "categorical", "categories": [1, 2], "optional": True,
+                      "label": {"es": "Sexo", "en": "Sex"}}],
+        "risk_bands": [{"name": "all", "upper": 1.0, "label": {"es": "-", "en": "-"}}],
+    })  # fmt: skip
+    assert config.features[0].categories == ["1", "2"]
+    X, y = prepare(pd.DataFrame({"sexo": [1.0, 2.0, None, 1.0], "dm": [1, 0, 0, 1]}), config, "x.csv")
+    assert X["sexo"].tolist()[:2] == ["1", "2"] and pd.isna(X["sexo"].iloc[2])
+    assert y.tolist() == [1, 0, 0, 1]
+
+
+def test_single_class_test_set_is_refused(tmp_path) -> None:
+    from pipeline.config import ConfigError, DatasetConfig
+
+    pd.DataFrame({"x": range(20), "hba1c": [5.0, 7.0] * 10}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"x": range(5), "hba1c": [5.0] * 5}).to_csv(tmp_path / "test.csv", index=False)
+    config = DatasetConfig.model_validate({
+        "name": "derived", "train": "train.csv", "test": "test.csv", "base_dir": tmp_path,
+        "target": {"derive": {"column": "hba1c", "op": ">=", "value": 6.5}},
+        "features": [{"name": "x", "type": "numeric", "label": {"es": "x", "en": "x"}}],
+        "risk_bands": [{"name": "all", "upper": 1.0, "label": {"es": "-", "en": "-"}}],
+    })  # fmt: skip
+    with pytest.raises(ConfigError, match="test.csv: the target has a single class"):
+        load_split(config)

@@ -11,8 +11,19 @@ from pathlib import Path
 
 import requests
 
-from .conftest import ROOT
+from .conftest import ROOT, backend_env, run_pipeline
 from .deploy_helpers import example_patient, free_port, stop, wait_healthy
+
+
+def listen_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a listening socket on ``port``, read from /proc/net/tcp (state 0A = LISTEN)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, hexport = local.split(":")
+        if state == "0A" and int(hexport, 16) == port:
+            out.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
 
 
 def port_open(port: int) -> bool:
@@ -44,7 +55,18 @@ def test_run_script_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None
         info = requests.get(f"{api}/model/info", timeout=5).json()
         r = requests.post(f"{api}/predict", json=example_patient(info["features"]), timeout=10)
         assert r.status_code == 200 and 0 < r.json()["predictions"][0]["probability"] < 1
+        # The MLflow UI can show the run's artifacts (plots, card) from the local artifact folder.
+        card = requests.get(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/get-artifact",
+                            params={"path": "model_card.md", "run_uuid": info["run_id"]}, timeout=10)  # fmt: skip
+        assert card.status_code == 200 and "Model card" in card.text
         assert (tmp_path / "mlflow.db").exists()
+        # Loopback only: a laptop must not offer an open, writable registry to its network.
+        for p in ports.values():
+            assert listen_addresses(p) == {"127.0.0.1"}, (p, listen_addresses(p))
+        # The README's data-scientist command works on the same registry while the stack runs.
+        direct = run_pipeline(backend_env(env["LOCAL_BACKEND_URI"], tmp_path / "mlruns"), "--cv-repeats", "1")
+        assert direct.returncode == 0, direct.stderr[-3000:]
+        assert "registered: diabetes-t2 version 2" in direct.stdout
     finally:
         code = stop(proc, signal.SIGINT, timeout_s=30)  # what Ctrl-C in the terminal sends
     assert code in (0, 130, -signal.SIGINT), log.read_text()[-3000:]
