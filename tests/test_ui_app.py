@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
 from ui import spec
-from ui.i18n import tr
+from ui.i18n import calibration_name, tr
 from ui.settings import MLFLOW_HTTP_DEFAULTS
 
 APP = str(ROOT / "ui" / "app.py")
@@ -250,6 +250,49 @@ def test_batch_missing_required_column(app_env: Stack, info: dict[str, Any]) -> 
     assert not [b for b in at.button if b.key == "score"]
 
 
+def test_batch_duplicate_feature_column_blocks_scoring(app_env: Stack, info: dict[str, Any]) -> None:
+    """`edad=50` beside `Edad=99`: the page must not pick one of them silently."""
+    features = info["features"]
+    required = next(f for f in features if not f.get("optional"))
+    row = patient(features)
+    df = pd.DataFrame([{**row, required["name"].capitalize(): row[required["name"]]}])
+    at = run_app("views/batch.py")
+    at.file_uploader(key="upload").set_value(("p.csv", df.to_csv(index=False).encode(), "text/csv")).run()
+    assert not at.exception
+    labels = spec.label(required, "es") + f" (`{required['name']}`)"
+    assert [e.value for e in at.error] == [tr("duplicate_columns", "es", columns=labels)]
+    assert {m.label: m.value for m in at.metric}[tr("rows_valid", "es")] == "0"
+    assert not [b for b in at.button if b.key == "score"]
+
+
+def test_batch_blank_headers_and_cp1252_are_scored_and_kept(app_env: Stack, info: dict[str, Any]) -> None:
+    """An Excel export: cp1252 text and trailing empty header cells. Scoring and the download must work, and the
+    clinic's own columns come back unchanged."""
+    features = info["features"]
+    names = [f["name"] for f in features]
+    row = patient(features)
+    csv = ";".join([*names, "nombre", "", ""]) + "\n" + ";".join([*(str(row[n]) for n in names), "niña", "", ""])
+    at = run_app("views/batch.py")
+    at.file_uploader(key="upload").set_value(("p.csv", (csv + "\n").encode("cp1252"), "text/csv")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.button(key="score").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    scored = next(d.value for d in at.dataframe if "risk_level" in d.value.columns)
+    n = len(names)
+    assert list(scored.columns[n : n + 3]) == ["nombre", f"columna_{n + 2}", f"columna_{n + 3}"]
+    assert scored["nombre"].tolist() == ["niña"]
+    assert scored["probability"].iloc[0] == spec.format_probability(api_predict(app_env, [row])[0]["probability"])
+    assert at.get("download_button"), "no download button"
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf\r\n\r\n"])
+def test_batch_empty_file_says_so(app_env: Stack, data: bytes) -> None:
+    at = run_app("views/batch.py")
+    at.file_uploader(key="upload").set_value(("p.csv", data, "text/csv")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [tr("csv_empty", "es")]
+
+
 # ---- Modelo -------------------------------------------------------------------------------------------------
 def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any]) -> None:
     at = run_app("views/model.py")
@@ -270,6 +313,9 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]
+    details = next(c.value for c in at.caption if c.value.startswith("Familia "))
+    assert f"calibración {calibration_name(info['calibration'], 'es')} ·" in details
+    assert calibration_name(info["calibration"], "es") != info["calibration"]  # a word, not the code
 
 
 def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(

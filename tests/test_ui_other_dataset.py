@@ -110,3 +110,16 @@ def test_batch_checks_categories_and_scores_the_valid_rows(app: dict) -> None:
     shown = scored["probability"].tolist()
     assert shown == [spec.format_probability(expected[0]["probability"]), "",
                      spec.format_probability(expected[1]["probability"])]  # fmt: skip
+
+
+def test_model_card_text_fits_this_model(app: dict) -> None:
+    """The card's fixed text names no population or feature of the bundled model; this model's own description
+    (its population) is what the page quotes."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/model.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = [m.value for m in at.markdown]
+    assert tr("intended_use_text", "es") in shown and tr("limits_text", "es") in shown
+    text = "\n".join(shown).lower()
+    for word in ("mujer", "21 años", "sog", "2 h"):
+        assert word not in text, word

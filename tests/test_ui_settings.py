@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from common.backend import DEFAULT_SQLITE_PATH
-from ui import batch, settings
+from ui import batch, i18n, settings
 
 FEATURES = [
     {"name": "glucosa", "type": "numeric", "integer": False, "min": 40, "max": 400, "optional": False},
@@ -66,3 +66,81 @@ def test_batch_csv_extra_fields_never_shift_values() -> None:
     assert check.valid_index == [0, 2]
     semicolons = batch.read_csv(b'glucosa;edad\n"1,5";40\n')
     assert semicolons.iloc[0].tolist() == ["1,5", "40"]
+
+
+def test_batch_duplicate_feature_columns_block_the_file() -> None:
+    """`edad` and `Edad` (or ` edad`): which one is right cannot be guessed, so no row is scored."""
+    for header in ("glucosa,edad,Edad", "glucosa,edad, edad", "glucosa,edad,edad"):
+        check = batch.validate(batch.read_csv(f"{header}\n100,50,99\n".encode()), FEATURES)
+        assert check.duplicate_columns == ["edad"], header
+        assert [(p.row, p.field, p.rule) for p in check.problems] == [(0, "edad", "duplicate_column")]
+        assert check.valid_index == [] and check.values["edad"].isna().all()
+        assert check.unknown_columns == []
+    # Also for a frame built elsewhere (pandas allows repeated labels).
+    frame = pd.DataFrame([["100", "50", "99"]], columns=["glucosa", "edad", "edad"])
+    assert batch.validate(frame, FEATURES).duplicate_columns == ["edad"]
+
+
+def test_batch_blank_and_repeated_headers_get_unique_names() -> None:
+    """Excel exports often end with empty header cells; repeated clinic columns must not break the download."""
+    frame = batch.read_csv(b"glucosa,edad,id,id,,\n100,50,a,b,,x\n")
+    check = batch.validate(frame, FEATURES)
+    assert list(check.frame.columns) == ["glucosa", "edad", "id", "id_2", "columna_5", "columna_6"]
+    assert check.renamed_columns == [("id", "id_2"), ("", "columna_5"), ("", "columna_6")]
+    assert check.unknown_columns == ["id", "id_2", "columna_5", "columna_6"]
+    assert check.duplicate_columns == [] and check.valid_index == [0]
+    scored = batch.score(check, lambda recs: {"predictions": [{"probability": 0.1, "label": 0}] * len(recs)}, 10)
+    assert scored.columns.is_unique and scored["columna_6"].tolist() == ["x"]
+    assert scored.to_csv(index=False).startswith("glucosa,edad,id,id_2,columna_5,columna_6,probability")
+    # A generated name never takes the name of a column the clinic already has.
+    assert batch._unique_headers(["id", "id", "id_2", ""]) == ["id", "id_3", "id_2", "columna_4"]
+
+
+def test_batch_csv_decoding() -> None:
+    text = "glucosa;edad;nombre\n100;50;niña\n"
+    for how, encoded in (
+        ("utf-8", text.encode("utf-8")),
+        ("utf-8 BOM", text.encode("utf-8-sig")),
+        ("cp1252", text.encode("cp1252")),  # Excel's default "CSV" on Spanish Windows
+        ("utf-16 LE BOM", text.encode("utf-16-le").join([b"\xff\xfe", b""])),  # Excel's "Unicode text"
+        ("utf-16 BE BOM", b"\xfe\xff" + text.encode("utf-16-be")),
+        ("utf-16 LE no BOM", text.encode("utf-16-le")),
+        ("utf-16 BE no BOM", text.encode("utf-16-be")),
+    ):
+        frame = batch.read_csv(encoded)
+        assert list(frame.columns) == ["glucosa", "edad", "nombre"], how
+        assert frame["nombre"].tolist() == ["niña"], how
+    # cp1252 leaves a few bytes undefined: unreadable, never replacement characters.
+    try:
+        batch.read_csv(b"glucosa,edad\n100,\x81\n")
+    except UnicodeError:
+        pass
+    else:
+        raise AssertionError("undefined bytes were decoded")
+    try:
+        batch.read_csv(b"PK\x03\x04\x00\x00\x08\x00glucosa")  # e.g. an .xlsx renamed .csv
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("binary file was read as CSV")
+
+
+def test_batch_empty_file_has_no_rows() -> None:
+    for data in (b"", b"\n\n", b"\xef\xbb\xbf", b"glucosa,edad\n"):
+        assert batch.read_csv(data).empty, data
+
+
+def test_calibration_is_shown_in_words() -> None:
+    assert i18n.calibration_name("none", "es") == "sin recalibrar"
+    assert i18n.calibration_name("none", "en") == "no recalibration"
+    assert i18n.calibration_name("sigmoid", "es") == "Platt (sigmoide)"
+    assert i18n.calibration_name("isotonic", "en") == "isotonic"  # unknown code: as recorded
+
+
+def test_model_card_text_names_no_population_or_feature() -> None:
+    """The card's fixed text must fit any registered model: the population comes from the model's description."""
+    for key in ("intended_use_text", "limits_text"):
+        for lang in i18n.LANGS:
+            text = i18n.tr(key, lang).lower()
+            for word in ("mujer", "women", "woman", "21", "sog", "ogtt", "glucosa", "glucose", "hombres", "men "):
+                assert word not in text, (key, lang, word)

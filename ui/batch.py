@@ -36,7 +36,9 @@ class Validation:
     values: pd.DataFrame  # parsed feature columns (float; categoricals as str), NaN where absent
     problems: list[Problem] = field(default_factory=list)
     missing_columns: list[str] = field(default_factory=list)
+    duplicate_columns: list[str] = field(default_factory=list)  # features whose name matches several columns
     unknown_columns: list[str] = field(default_factory=list)
+    renamed_columns: list[tuple[str, str]] = field(default_factory=list)  # (header as read, name in the output)
 
     @property
     def invalid_rows(self) -> set[int]:
@@ -45,15 +47,36 @@ class Validation:
     @property
     def valid_index(self) -> list[int]:
         """0-based positions of the rows that can be scored."""
-        if self.missing_columns:
+        if self.missing_columns or self.duplicate_columns:
             return []
         bad = self.invalid_rows
         return [i for i in range(len(self.frame)) if i + 1 not in bad]
 
 
+def decode(data: bytes) -> str:
+    """UTF-16 by its BOM (or, without one, by its NUL bytes); UTF-8 (with or without BOM) strictly; otherwise
+    cp1252, Excel's default on Spanish Windows. Never replacement characters: the clinic's columns stay intact."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")  # the codec reads the BOM for the byte order and drops it
+    head = data[:512]
+    if head and b"\x00" in head:  # no BOM but NUL bytes: UTF-16 text of ASCII headers, high byte first or last
+        if head[1::2].count(0) > len(head) // 4:
+            return data.decode("utf-16-le")
+        if head[0::2].count(0) > len(head) // 4:
+            return data.decode("utf-16-be")
+        raise ValueError("binary file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252")  # a byte cp1252 leaves undefined raises UnicodeDecodeError: unreadable
+
+
 def read_csv(data: bytes) -> pd.DataFrame:
-    """Read comma- or semicolon-separated files (Spanish-locale spreadsheets export `;` with decimal commas)."""
-    text = data.decode("utf-8-sig", errors="replace")
+    """Read comma- or semicolon-separated files (Spanish-locale spreadsheets export `;` with decimal commas).
+
+    A file with no patient rows (empty, blank lines, header only) gives an empty frame, not an error.
+    """
+    text = decode(data)
     try:
         sep = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
@@ -66,7 +89,7 @@ def read_csv(data: bytes) -> pd.DataFrame:
         raise ValueError(f"unreadable CSV: {type(exc).__name__}") from None
     rows = [r for r in rows if any(f.strip() for f in r)]  # blank lines are not patients
     if not rows:
-        raise ValueError("empty file")
+        return pd.DataFrame()
     header, width = [h.strip() for h in rows[0]], len(rows[0])
     body = [(r + [""] * width)[:width] for r in rows[1:]]
     frame = pd.DataFrame(body, columns=header, dtype=object).replace({"": None})
@@ -83,21 +106,48 @@ def _to_number(col: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce")
 
 
+def _unique_headers(headers: list[str]) -> list[str]:
+    """Blank headers become `columna_<position>` and repeated ones `<name>_2`, `<name>_3`...: pandas cannot write
+    (nor the clinician tell apart) two columns with one name."""
+    taken = {h for h in headers if h}
+    out: list[str] = []
+    for pos, h in enumerate(headers, start=1):
+        base = h or f"columna_{pos}"
+        new, k = base, 1
+        while (new in out) or (new != h and new in taken):
+            k += 1
+            new = f"{base}_{k}"
+        out.append(new)
+    return out
+
+
 def validate(frame: pd.DataFrame, features: list[Feature]) -> Validation:
-    frame = frame.rename(columns=lambda c: str(c).strip())
-    by_key = {str(c).strip().lower(): c for c in frame.columns}
+    headers = [str(c).strip() for c in frame.columns]
+    positions: dict[str, list[int]] = {}
+    for i, h in enumerate(headers):
+        positions.setdefault(h.lower(), []).append(i)
+    unique = _unique_headers(headers)
+    frame = frame.copy()  # keeps attrs (extra_field_rows)
+    frame.columns = unique
     names = [f["name"] for f in features]
+    keys = {n.lower() for n in names}
     result = Validation(frame=frame, values=pd.DataFrame(index=frame.index))
-    result.unknown_columns = [c for c in frame.columns if c.lower() not in {n.lower() for n in names}]
+    result.unknown_columns = [u for h, u in zip(headers, unique, strict=True) if h.lower() not in keys]
+    result.renamed_columns = [(h, u) for h, u in zip(headers, unique, strict=True) if h != u]
     for f in features:
-        name, col = f["name"], by_key.get(f["name"].lower())
-        if col is None:
+        name, cols = f["name"], positions.get(f["name"].lower(), [])
+        if len(cols) > 1:  # which one is right cannot be guessed: block the file, as for a missing column
+            result.duplicate_columns.append(name)
+            result.problems.append(Problem(0, name, "duplicate_column"))
+            result.values[name] = np.nan
+            continue
+        if not cols:
             if not f.get("optional"):
                 result.missing_columns.append(name)
                 result.problems.append(Problem(0, name, "missing_column"))
             result.values[name] = np.nan
             continue
-        raw = frame[col]
+        raw = frame.iloc[:, cols[0]]
         present = raw.notna() & (raw.astype("string").str.strip() != "")
         if f.get("type") == "categorical":
             cats = [str(c) for c in (f.get("categories") or [])]

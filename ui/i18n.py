@@ -75,7 +75,7 @@ STRINGS: dict[str, dict[str, str]] = {
     # ---- individual assessment ----
     "individual_title": {"es": "Evaluación individual", "en": "Individual assessment"},
     "individual_intro": {
-        "es": "Introduzca los datos de la paciente. Los campos opcionales pueden marcarse como «No medido».",
+        "es": "Introduzca los datos del paciente. Los campos opcionales pueden marcarse como «No medido».",
         "en": "Enter the patient's data. Optional fields can be marked 'Not measured'.",
     },
     "valid_range": {"es": "Rango válido: {range}", "en": "Valid range: {range}"},
@@ -104,7 +104,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "lowers": {"es": "Reduce el riesgo", "en": "Lowers the risk"},
     "feature": {"es": "Variable", "en": "Feature"},
     "contributions_help": {
-        "es": "Cada barra muestra cuánto desplaza ese dato el riesgo respecto a una paciente de referencia "
+        "es": "Cada barra muestra cuánto desplaza ese dato el riesgo respecto a un paciente de referencia "
         "(valores medios del entrenamiento; riesgo {reference}). Los datos no medidos se imputan con la mediana.",
         "en": "Each bar shows how far that input moves the risk from a reference patient (training averages; "
         "risk {reference}). Inputs not measured are imputed with the median.",
@@ -113,7 +113,7 @@ STRINGS: dict[str, dict[str, str]] = {
     # ---- batch assessment ----
     "batch_title": {"es": "Evaluación por lotes", "en": "Batch assessment"},
     "batch_intro": {
-        "es": "Suba un archivo CSV con una paciente por fila. Se valida cada fila y se evalúan las válidas.",
+        "es": "Suba un archivo CSV con un paciente por fila. Se valida cada fila y se evalúan las válidas.",
         "en": "Upload a CSV file with one patient per row. Every row is checked and the valid ones are scored.",
     },
     "batch_columns_title": {"es": "Columnas esperadas", "en": "Expected columns"},
@@ -148,6 +148,17 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Faltan columnas obligatorias: {columns}. No se puede evaluar ninguna fila.",
         "en": "Required columns are missing: {columns}. No row can be scored.",
     },
+    "duplicate_columns": {
+        "es": "Hay más de una columna para {columns} (los nombres se comparan sin mayúsculas ni espacios): deje "
+        "solo una. No se puede evaluar ninguna fila.",
+        "en": "More than one column matches {columns} (names are compared ignoring case and spaces): keep only "
+        "one. No row can be scored.",
+    },
+    "renamed_columns": {
+        "es": "Columnas sin nombre o repetidas, renombradas en el resultado: {columns}",
+        "en": "Unnamed or repeated columns, renamed in the output: {columns}",
+    },
+    "blank_header": {"es": "(sin nombre)", "en": "(no name)"},
     "unknown_columns": {
         "es": "Columnas que el modelo no usa (se conservan en el resultado): {columns}",
         "en": "Columns the model does not use (kept in the output): {columns}",
@@ -156,7 +167,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "row": {"es": "Fila", "en": "Row"},
     "problem": {"es": "Problema", "en": "Problem"},
     "row_numbering": {
-        "es": "Las filas se cuentan desde la primera paciente (la cabecera no cuenta): en una hoja de cálculo, "
+        "es": "Las filas se cuentan desde el primer paciente (la cabecera no cuenta): en una hoja de cálculo, "
         "la fila 1 es la línea 2.",
         "en": "Rows are counted from the first patient (the header does not count): in a spreadsheet, row 1 is line 2.",
     },
@@ -209,16 +220,16 @@ STRINGS: dict[str, dict[str, str]] = {
     "card_title": {"es": "Ficha del modelo {name} · v{version}", "en": "Model card {name} · v{version}"},
     "intended_use_title": {"es": "Uso previsto", "en": "Intended use"},
     "intended_use_text": {
-        "es": "Ayuda para el **cribado**: estima la probabilidad de que una mujer adulta tenga diabetes tipo 2 "
-        "no diagnosticada, para decidir a quién hacer una prueba diagnóstica. **No es un diagnóstico** ni "
-        "sustituye el juicio clínico.",
-        "en": "A **screening** aid: it estimates the probability that an adult woman has undiagnosed type 2 "
-        "diabetes, to decide who should have a diagnostic test. **It is not a diagnosis** and does not replace "
-        "clinical judgement.",
+        "es": "Ayuda para el **cribado**: estima la probabilidad de diabetes tipo 2 no diagnosticada en la "
+        "población descrita más abajo, para decidir a quién hacer una prueba diagnóstica. **No es un "
+        "diagnóstico** ni sustituye el juicio clínico.",
+        "en": "A **screening** aid: it estimates the probability of undiagnosed type 2 diabetes in the population "
+        "described below, to decide who should have a diagnostic test. **It is not a diagnosis** and does not "
+        "replace clinical judgement.",
     },
     "population_title": {"es": "Población y datos", "en": "Population and data"},
     "population_text": {
-        "es": "Conjunto de datos `{dataset}`: {n_train} pacientes para entrenar y {n_test} reservadas para la "
+        "es": "Conjunto de datos `{dataset}`: {n_train} pacientes para entrenar y {n_test} reservados para la "
         "evaluación final.",
         "en": "Dataset `{dataset}`: {n_train} patients for training and {n_test} held out for the final evaluation.",
     },
@@ -230,6 +241,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Familia {family}, calibración {calibration} · datos sha256 {checksum}… · código {commit}…",
         "en": "Family {family}, calibration {calibration} · data sha256 {checksum}… · code {commit}…",
     },
+    "calibration_none": {"es": "sin recalibrar", "en": "no recalibration"},
+    "calibration_sigmoid": {"es": "Platt (sigmoide)", "en": "Platt (sigmoid)"},
     "metrics_title": {
         "es": "Resultados en datos reservados ({n} pacientes)",
         "en": "Held-out results ({n} patients)",
@@ -271,18 +284,15 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "limits_title": {"es": "Limitaciones", "en": "Limitations"},
     "limits_text": {
-        "es": "- Desarrollado en mujeres de 21 años o más de la población descrita arriba; en otras poblaciones "
-        "(hombres, otros orígenes, pacientes más jóvenes) no está validado y la calibración puede no "
-        "mantenerse.\n"
-        "- Datos pequeños (unos cientos de pacientes): todas las cifras tienen una incertidumbre amplia.\n"
-        "- La glucosa a las 2 h de la SOG es en sí una prueba diagnóstica; el modelo ordena el riesgo cerca del "
-        "umbral.\n"
+        "es": "- Validado solo en la población descrita arriba; en otras poblaciones no está validado y la "
+        "calibración puede no mantenerse.\n"
+        "- Todas las cifras proceden de un único conjunto de datos reservado: con pocos pacientes, su "
+        "incertidumbre es amplia.\n"
         "- Los datos opcionales no medidos se imputan con la mediana del entrenamiento, lo que añade "
         "incertidumbre.",
-        "en": "- Developed in women aged 21 or over from the population described above; in other populations "
-        "(men, other ancestries, younger patients) it is not validated and calibration may not hold.\n"
-        "- Small data (a few hundred patients): every figure has wide uncertainty.\n"
-        "- The 2-hour OGTT glucose is itself a diagnostic test; the model ranks risk near the threshold.\n"
+        "en": "- Validated only in the population described above; in other populations it is not validated and "
+        "calibration may not hold.\n"
+        "- Every figure comes from a single held-out set: with few patients, its uncertainty is wide.\n"
         "- Optional inputs that were not measured are imputed with the training median, which adds "
         "uncertainty.",
     },
@@ -310,6 +320,12 @@ def tr(key: str, lang: str, **kwargs: object) -> str:
         return key
     text = entry.get(lang) or entry[DEFAULT_LANG]
     return text.format(**kwargs) if kwargs else text
+
+
+def calibration_name(method: str, lang: str) -> str:
+    """A registered calibration code (none, sigmoid) in words; an unknown code is shown as recorded."""
+    key = f"calibration_{method}"
+    return tr(key, lang) if key in STRINGS else method
 
 
 def current_lang() -> str:

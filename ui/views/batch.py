@@ -77,13 +77,23 @@ c1, c2, c3 = st.columns(3)
 c1.metric(t("rows_total"), n_rows)
 c2.metric(t("rows_valid"), n_valid)
 c3.metric(t("rows_invalid"), n_rows - n_valid)
+
+
+def _feature_names(names: list[str]) -> str:
+    return ", ".join(spec.label(next(f for f in features if f["name"] == m), lang) + f" (`{m}`)" for m in names)
+
+
 if check.missing_columns:
-    names = ", ".join(
-        spec.label(next(f for f in features if f["name"] == m), lang) + f" (`{m}`)" for m in check.missing_columns
-    )
-    st.error(t("missing_columns", columns=names), icon=":material/description:")
+    st.error(t("missing_columns", columns=_feature_names(check.missing_columns)), icon=":material/description:")
+if check.duplicate_columns:
+    st.error(t("duplicate_columns", columns=_feature_names(check.duplicate_columns)), icon=":material/description:")
 if check.unknown_columns:
     st.info(t("unknown_columns", columns=", ".join(f"`{c}`" for c in check.unknown_columns)))
+if check.renamed_columns:
+    renamed = ", ".join(
+        f"`{old}` → `{new}`" if old else f"{t('blank_header')} → `{new}`" for old, new in check.renamed_columns
+    )
+    st.info(t("renamed_columns", columns=renamed))
 row_problems = [p for p in check.problems if p.row > 0]
 if row_problems:
     by_name = {f["name"]: f for f in features}
@@ -99,7 +109,7 @@ if row_problems:
     )
     st.dataframe(report, hide_index=True, key="validation_report")
     st.caption(t("row_numbering"))
-elif not check.missing_columns:
+elif not (check.missing_columns or check.duplicate_columns):
     st.success(t("all_rows_valid"), icon=":material/check_circle:")
 
 if n_valid == 0:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from common.backend import redact
 from ui import api, registry, spec
-from ui.i18n import current_lang, t
+from ui.i18n import calibration_name, current_lang, t
 from ui.settings import load
 
 settings = load()
@@ -159,7 +159,7 @@ st.caption(
     t(
         "model_details",
         family=mspec.get("family") or params.get("chosen_family", "?"),
-        calibration=mspec.get("calibration") or params.get("chosen_calibration", "?"),
+        calibration=calibration_name(mspec.get("calibration") or params.get("chosen_calibration", "?"), lang),
         checksum=(mspec.get("data_checksum") or mv["tags"].get("data_checksum", "?"))[:12],
         commit=(mspec.get("git_commit") or mv["tags"].get("git_commit", "?"))[:12],
     )
