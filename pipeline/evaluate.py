@@ -137,7 +137,7 @@ def model_card(spec: dict[str, Any]) -> str:
     )
     published = (
         "\n".join(
-            f"- {name}: " + ", ".join(f"{k} {v}" for k, v in vals.items())
+            f"- {name}: " + ", ".join(f"{k} {v:g}" for k, v in vals.items())
             for name, vals in spec.get("published_baselines", {}).items()
         )
         or "- none declared in the dataset config"
