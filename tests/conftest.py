@@ -12,6 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# A realistic patient for the bundled data (the first woman of Pima.te); tests that must not depend on the bundled
+# features fill any other feature with its range midpoint.
+EXAMPLE_PATIENT = {
+    "embarazos": 6,
+    "glucosa": 148,
+    "presion_diastolica": 72,
+    "pliegue_triceps": 35,
+    "imc": 33.6,
+    "pedigri_diabetes": 0.627,
+    "edad": 50,
+}
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

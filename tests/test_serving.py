@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.conftest import EXAMPLE_PATIENT
+
 ROOT = Path(__file__).resolve().parent.parent
 # Fast training options: the tests need a real registered model, not the best one.
 TRAIN_ARGS = ("--cv-repeats", "1", "--cv-folds", "3")
@@ -174,17 +176,7 @@ def server(registry: Registry) -> Iterator[Server]:
 
 
 def patient(**over: float) -> dict[str, float]:
-    base = {
-        "embarazos": 2,
-        "glucosa": 148,
-        "presion_diastolica": 72,
-        "pliegue_triceps": 35,
-        "imc": 33.6,
-        "pedigri_diabetes": 0.627,
-        "edad": 50,
-    }
-    base.update(over)
-    return base
+    return {**EXAMPLE_PATIENT, **over}
 
 
 def no_sentinel(text: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import EXAMPLE_PATIENT
 from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
 from ui import spec
 from ui.i18n import calibration_name, tr
@@ -24,17 +25,6 @@ from ui.settings import MLFLOW_HTTP_DEFAULTS
 APP = str(ROOT / "ui" / "app.py")
 TIMEOUT_S = 60  # first runs import pandas/altair/mlflow; later runs take milliseconds
 
-# A realistic patient for the bundled data; features not listed here get their range midpoint, so the
-# test keeps working if the spec gains a feature.
-EXAMPLE = {
-    "embarazos": 2,
-    "glucosa": 148,
-    "presion_diastolica": 72,
-    "pliegue_triceps": 35,
-    "imc": 33.6,
-    "pedigri_diabetes": 0.627,
-    "edad": 50,
-}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -68,7 +58,7 @@ def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa:
 def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for f in features:
-        value = EXAMPLE.get(f["name"], (f["min"] + f["max"]) / 2)
+        value = EXAMPLE_PATIENT.get(f["name"], (f["min"] + f["max"]) / 2)
         out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
     return out
 

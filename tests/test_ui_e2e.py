@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.conftest import EXAMPLE_PATIENT
 from tests.test_ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
 from ui import spec
 from ui.batch import OUT_COLUMNS
@@ -41,15 +42,6 @@ CHROMIUM_ARGS = [
 ]
 FIRST_PAGE_BUDGET_S = 3.0
 RSS_BUDGET_MB = 512
-EXAMPLE = {
-    "embarazos": 2,
-    "glucosa": 148,
-    "presion_diastolica": 72,
-    "pliegue_triceps": 35,
-    "imc": 33.6,
-    "pedigri_diabetes": 0.627,
-    "edad": 50,
-}
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI") == "true":
@@ -160,7 +152,7 @@ def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811
 def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for f in features:
-        value = EXAMPLE.get(f["name"], (f["min"] + f["max"]) / 2)
+        value = EXAMPLE_PATIENT.get(f["name"], (f["min"] + f["max"]) / 2)
         out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
     return out
 

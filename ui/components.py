@@ -9,9 +9,19 @@ from typing import Any
 import streamlit as st
 
 from ui import spec
-from ui.api import ApiBadResponse, ApiError, ApiUnavailable, ApiValidationError
+from ui.api import ApiBadResponse, ApiError, ApiUnavailable, ApiValidationError, model_info
 from ui.i18n import current_lang, t
 from ui.spec import Feature
+
+
+def served_model_info(base_url: str) -> dict[str, Any]:
+    """The API's /model/info for a page; on failure a banner and the page stops (never a traceback)."""
+    try:
+        return model_info(base_url)
+    except ApiError as exc:
+        api_error(exc, base_url)
+        st.stop()
+        raise  # st.stop() raises; this line only satisfies type checkers
 
 
 def api_error(exc: ApiError, base_url: str, features: list[Feature] | None = None) -> None:

@@ -20,11 +20,7 @@ st.title(t("batch_title"))
 st.caption(t("batch_intro"))
 components.disclaimer()
 
-try:
-    info = api.model_info(settings.api_base_url)
-except api.ApiError as exc:
-    components.api_error(exc, settings.api_base_url)
-    st.stop()
+info = components.served_model_info(settings.api_base_url)
 
 features: list[spec.Feature] = info["features"]
 bands: list[dict[str, Any]] = info.get("risk_bands") or []

@@ -16,11 +16,7 @@ lang = current_lang()
 st.title(t("individual_title"))
 st.caption(t("individual_intro"))
 
-try:
-    info = api.model_info(settings.api_base_url)
-except api.ApiError as exc:
-    components.api_error(exc, settings.api_base_url)
-    st.stop()
+info = components.served_model_info(settings.api_base_url)
 
 features: list[spec.Feature] = info["features"]
 bands: list[dict[str, Any]] = info.get("risk_bands") or []
