@@ -23,6 +23,17 @@ EXAMPLE_PATIENT = {
     "pedigri_diabetes": 0.627,
     "edad": 50,
 }
+
+
+def example_patient(features: list[dict]) -> dict[str, float | int]:
+    """EXAMPLE_PATIENT for the served spec: other features get their range midpoint, whole numbers stay whole."""
+    out: dict[str, float | int] = {}
+    for f in features:
+        value = EXAMPLE_PATIENT.get(f["name"], (f["min"] + f["max"]) / 2)
+        out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
+    return out
+
+
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

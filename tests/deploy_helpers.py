@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from deploy.rehearse import free_port  # noqa: F401 - re-exported for the tests
+from tests.conftest import example_patient  # noqa: F401 - re-exported for the tests and benchmarks
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -53,15 +54,6 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 2
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
-
-
-def example_patient(features: list[dict[str, Any]]) -> dict[str, Any]:
-    """A mid-range patient built from the served spec (no feature is hard-coded)."""
-    out = {}
-    for f in features:
-        value = (f["min"] + f["max"]) / 3
-        out[f["name"]] = int(round(value)) if f.get("integer") else round(float(value), 1)
-    return out
 
 
 def probability_shown_by_app(app_url: str, features: list[dict[str, Any]], patient: dict[str, Any],

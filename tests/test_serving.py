@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE_PATIENT
+from tests.conftest import EXAMPLE_PATIENT, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 # Fast training options: the tests need a real registered model, not the best one.
@@ -45,14 +45,7 @@ def clean_env(tracking_uri: str, artifacts: Path | None = None, **extra: str) ->
 
 
 def train(env: dict[str, str], *extra: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.main", *TRAIN_ARGS, *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_pipeline(env, *TRAIN_ARGS, *extra)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 

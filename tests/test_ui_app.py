@@ -16,7 +16,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import EXAMPLE_PATIENT
+from tests.conftest import example_patient as patient
 from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
 from ui import spec
 from ui.i18n import calibration_name, tr
@@ -53,14 +53,6 @@ def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa:
     monkeypatch.setenv("API_BASE_URL", ui_stack.api_url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ui_stack.tracking_uri)
     return ui_stack
-
-
-def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for f in features:
-        value = EXAMPLE_PATIENT.get(f["name"], (f["min"] + f["max"]) / 2)
-        out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
-    return out
 
 
 def api_predict(stack: Stack, patients: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE_PATIENT
+from tests.conftest import example_patient as patient
 from tests.test_ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
 from ui import spec
 from ui.batch import OUT_COLUMNS
@@ -147,14 +147,6 @@ def app(ui_stack: Stack) -> Iterator[App]:  # noqa: F811 - pytest fixture inject
 @pytest.fixture(scope="module")
 def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811
     return requests.get(f"{ui_stack.api_url}/model/info", timeout=10).json()
-
-
-def patient(features: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for f in features:
-        value = EXAMPLE_PATIENT.get(f["name"], (f["min"] + f["max"]) / 2)
-        out[f["name"]] = int(round(value)) if f.get("integer") else float(value)
-    return out
 
 
 def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
