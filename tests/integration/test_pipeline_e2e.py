@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from .conftest import ROOT, backend_env, run_pipeline
+from tests.conftest import ROOT, backend_env, run_pipeline
 
 NAME = "diabetes-t2"
 FAST = ("--cv-repeats", "1")  # the full default CV runs in the deployment smoke test (bootstrap)

@@ -25,7 +25,7 @@ import requests
 
 from tests.conftest import EXAMPLE_PATIENT, run_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Fast training options: the tests need a real registered model, not the best one.
 TRAIN_ARGS = ("--cv-repeats", "1", "--cv-folds", "3")
 
@@ -122,7 +122,7 @@ class Registry:
 def _start_clinic_training(tmp: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     """The clinic dataset of the pipeline's end-to-end test (categorical sexo F/M, optional fumador si/no/ex),
     trained as clinic-risk into a registry of its own, in the background (it overlaps the Pima training)."""
-    from tests.test_pipeline_e2e import user_dataset
+    from tests.integration.test_pipeline_e2e import user_dataset
 
     folder = tmp / "clinic"
     folder.mkdir()

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.conftest import example_patient as patient
-from tests.test_ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
+from tests.ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
 from ui import spec
 from ui.batch import OUT_COLUMNS
 from ui.i18n import tr

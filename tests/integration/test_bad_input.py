@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT, run_pipeline
+from tests.conftest import ROOT, run_pipeline
 
 CONFIG = ROOT / "data" / "pima" / "dataset.yaml"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ui.i18n import LANGS, STRINGS, UNITS, tr
 
-UI = Path(__file__).resolve().parent.parent / "ui"
+UI = Path(__file__).resolve().parents[2] / "ui"
 
 
 def placeholders(text: str) -> set[str]:

@@ -12,8 +12,7 @@ from pipeline.data import load_split
 from pipeline.main import feature_spec
 from pipeline.risk_model import InvalidInput, RiskModel
 from pipeline.train import TrainOptions, compile_additive, fit, set_reference
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import example_patient as patient
-from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
+from tests.ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
 from ui import spec
 from ui.i18n import calibration_name, tr
 from ui.settings import MLFLOW_HTTP_DEFAULTS
@@ -386,3 +386,11 @@ def test_model_page_warns_when_the_api_reads_another_registry(
     at = run_app("views/model.py")
     assert not at.exception
     assert tr("served_other_registry", "es", version="1") in [w.value for w in at.warning]
+
+
+def test_stack_serves_the_registered_champion(ui_stack: Stack) -> None:  # noqa: F811 - the fixture
+    """Guards the other UI tests' premise: the API serves version 1 of the model we just trained."""
+    health = requests.get(f"{ui_stack.api_url}/health", timeout=5).json()
+    assert health["status"] == "ok"
+    assert str(health["model"]["version"]) == "1"
+    print(f"\nstack: training {ui_stack.train_s:.1f}s, API up in {ui_stack.api_start_s:.1f}s")
