@@ -77,7 +77,10 @@ class CommonSettings(BaseSettings):
         description="alias that names the served version",
     )
     mlflow_tracking_uri: str | None = Field(
-        None, validation_alias="MLFLOW_TRACKING_URI", repr=False, description="tracking/registry URI; wins over the rest"
+        None,
+        validation_alias="MLFLOW_TRACKING_URI",
+        repr=False,
+        description="tracking/registry URI; wins over the rest",
     )
     mlflow_tracking_hostport: str | None = Field(
         None,

@@ -4,24 +4,24 @@ A bad value stops ``python -m serving`` before it binds a port, with a message n
 rule (``SettingsError``). Empty values mean "use the default". Shared settings (model name and alias, the
 tracking URI) come from ``common.settings``.
 
-| variable                  | default                     | rule          | meaning                                        |
-|---------------------------|-----------------------------|---------------|------------------------------------------------|
-| MODEL_NAME                | diabetes-t2                 | non-empty     | registered model to serve                      |
-| MODEL_ALIAS               | champion                    | [A-Za-z0-9_-] | alias followed (hot reload when it moves)      |
-| MLFLOW_TRACKING_URI       | see below                   |               | tracking/registry URI                          |
-| MLFLOW_TRACKING_HOSTPORT  |                             | host:port     | host:port of the MLflow server (Render)        |
-| DATABASE_URL              |                             |               | Postgres registry when no tracking URI is given|
-| PORT                      | 8002                        | 1..65535      | listen on $HOST:$PORT                          |
-| HOST                      | 0.0.0.0                     | non-empty     | bind address                                   |
-| WEB_CONCURRENCY           | 1                           | >= 1          | worker processes                               |
-| MAX_BODY_BYTES            | 5000000                     | >= 1          | larger bodies → 413                            |
-| MAX_ROWS                  | 10000                       | >= 1          | more rows in one request → 413                 |
-| REQUEST_TIMEOUT_S         | 10                          | > 0           | work stops at the next checkpoint after this → 504 |
-| RELOAD_INTERVAL_S         | 30                          | >= 0          | how often each worker checks the alias (0 = never) |
-| MODEL_CACHE_DIR           | <repo>/.serving-cache       |               | local copies of served versions (last good copy) |
-| ALLOW_EXTRA_COLUMNS       | false                       | true/false    | true: ignore unknown columns instead of 400    |
-| REGISTRY_TIMEOUT_S        | 5                           | >= 0.1        | bound on one registry call                     |
-| LOG_LEVEL                 | info                        | debug/info/warning/error/critical | logging level          |
+| variable                 | default               | rule            | meaning                                     |
+|--------------------------|-----------------------|-----------------|---------------------------------------------|
+| MODEL_NAME               | diabetes-t2           | non-empty       | registered model to serve                   |
+| MODEL_ALIAS              | champion              | [A-Za-z0-9_-]   | alias followed (hot reload when it moves)   |
+| MLFLOW_TRACKING_URI      | see below             |                 | tracking/registry URI                       |
+| MLFLOW_TRACKING_HOSTPORT |                       | host:port       | host:port of the MLflow server (Render)     |
+| DATABASE_URL             |                       |                 | Postgres registry (no tracking URI)         |
+| PORT                     | 8002                  | 1..65535        | listen on $HOST:$PORT                       |
+| HOST                     | 0.0.0.0               | non-empty       | bind address                                |
+| WEB_CONCURRENCY          | 1                     | >= 1            | worker processes                            |
+| MAX_BODY_BYTES           | 5000000               | >= 1            | larger bodies → 413                         |
+| MAX_ROWS                 | 10000                 | >= 1            | more rows in one request → 413              |
+| REQUEST_TIMEOUT_S        | 10                    | > 0             | stop work after this → 504                  |
+| RELOAD_INTERVAL_S        | 30                    | >= 0            | alias check period (0 = never)              |
+| MODEL_CACHE_DIR          | <repo>/.serving-cache |                 | last good local copies                      |
+| ALLOW_EXTRA_COLUMNS      | false                 | true/false      | true: ignore unknown columns instead of 400 |
+| REGISTRY_TIMEOUT_S       | 5                     | >= 0.1          | bound on one registry call                  |
+| LOG_LEVEL                | info                  | debug..critical | logging level                               |
 
 Tracking URI order (``common.settings``): MLFLOW_TRACKING_URI, then http://$MLFLOW_TRACKING_HOSTPORT, then
 DATABASE_URL, then the project's SQLite file.
