@@ -8,6 +8,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# Defaults of a training run, written once: argparse (pipeline/main.py), TrainOptions and bootstrap use these;
+# MLproject must repeat them as YAML, and tests/unit/test_pipeline_args.py keeps it in step.
+CV_FOLDS = 5
+CV_REPEATS = 4
+SEED = 42
+MIN_AUC = 0.80  # gate: absolute ROC AUC floor
+MAX_AUC_DROP = 0.01  # gate: allowed ROC AUC loss against the version the alias names
+
 
 class ConfigError(ValueError):
     """A data or config problem, with one message that names it."""
