@@ -80,11 +80,6 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def _auc_of(name: str, alias: str, X_test: pd.DataFrame, y_test: np.ndarray) -> float:
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    return float(roc_auc_score(y_test, np.asarray(model.predict(X_test)["probability"], dtype=float)))
-
-
 def gate(
     client: MlflowClient,
     name: str,
@@ -99,24 +94,30 @@ def gate(
     result = GateResult(passed=new_auc >= rule.min_auc)
     if not result.passed:
         result.reasons.append(f"ROC AUC {new_auc:.4f} is below the floor {rule.min_auc:.4f}")
-    served = result.champion_version = alias_version(client, name, alias)
-    if served is None:
+    result.champion_version = alias_version(client, name, alias)
+    if result.champion_version is None:
         result.reasons.append(f"no current {alias}")
-        return result
+    else:
+        _against_served(result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
+    return result
+
+
+def _against_served(result: GateResult, name: str, alias: str, new_auc: float, X_test: pd.DataFrame,
+                    y_test: np.ndarray, max_drop: float) -> None:  # fmt: skip
+    served = f"{alias} v{result.champion_version}"
     try:
-        result.champion_auc = _auc_of(name, alias, X_test, y_test)
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        p = np.asarray(model.predict(X_test)["probability"], dtype=float)
+        result.champion_auc = auc = float(roc_auc_score(y_test, p))
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
         result.passed = False
-        result.reasons.append(f"{alias} v{served} cannot be scored on this test data ({type(exc).__name__}); "
-                              "promote by hand")  # fmt: skip
-        return result
-    if new_auc < result.champion_auc - rule.max_auc_drop:
+        result.reasons.append(f"{served} cannot be scored on this test data ({type(exc).__name__}); promote by hand")
+        return
+    if new_auc < auc - max_drop:
         result.passed = False
-        result.reasons.append(f"ROC AUC {new_auc:.4f} is worse than {alias} v{served} ({result.champion_auc:.4f}) "
-                              f"by more than {rule.max_auc_drop}")  # fmt: skip
+        result.reasons.append(f"ROC AUC {new_auc:.4f} is worse than {served} ({auc:.4f}) by more than {max_drop}")
     else:
-        result.reasons.append(f"{alias} v{served} scores ROC AUC {result.champion_auc:.4f} on the same data")
-    return result
+        result.reasons.append(f"{served} scores ROC AUC {auc:.4f} on the same data")
 
 
 def gate_and_promote(

@@ -8,33 +8,38 @@ below are the pipeline's own. A bad value stops the command with one ``error:`` 
 | MLFLOW_ARTIFACT_ROOT  | mlruns/ (project)     | artifact location of new experiments on a database registry    |
 | BOOTSTRAP_TIMEOUT_S   | 300                   | how long bootstrap waits for an unreachable registry           |
 | MLFLOW_RUN_ID         |                       | set by `mlflow run` for its child: the run to log into         |
-| PWD                   |                       | set by the shell: where `mlflow run` was started               |
 
 ``mlflow run`` always hands its child ``MLFLOW_TRACKING_URI`` = its own tracking URI, which is MLflow's built-in
-default (``./mlflow.db`` where it was started) when the user set none. That value is not the user's choice, so
-it counts as unset: ``MLFLOW_TRACKING_HOSTPORT``, ``DATABASE_URL`` and the project's SQLite still apply, as
-they do everywhere else (see ``launcher_store``).
+default (``mlflow.db`` in the folder it was started from) when the user set none; the child cannot tell the two
+apart (its shell even resets ``PWD``). So under ``mlflow run``, a store shaped like MLflow's default (a SQLite file
+named ``mlflow.db``, or a ``mlruns`` folder) counts as unset when ``DATABASE_URL`` or ``MLFLOW_TRACKING_HOSTPORT``
+names a registry: those apply, as they do everywhere else (see ``launcher_store``). To use such a file with
+those variables set, run ``python -m pipeline.main`` instead.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import Field, computed_field, field_validator
 
 from common.backend import artifact_root
 from common.settings import CommonSettings, SettingsError
 
-__all__ = ["CHALLENGER", "PipelineSettings", "SettingsError", "load_settings", "mlflow_default_stores"]
+__all__ = ["CHALLENGER", "PipelineSettings", "SettingsError", "load_settings", "mlflow_default_shaped"]
 
 CHALLENGER = "challenger"  # the alias every newly registered version gets
 
 
-def mlflow_default_stores(directory: Path) -> set[str]:
-    """The tracking URIs MLflow uses when none is set and it was started in ``directory``."""
-    directory = directory.resolve()
-    return {f"sqlite:///{directory / 'mlflow.db'}", (directory / "mlruns").as_uri()}
+def mlflow_default_shaped(uri: str) -> bool:
+    """True for the stores MLflow uses when no tracking URI is set: ./mlflow.db (SQLite) or ./mlruns (files)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).name == "mlflow.db"
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path).name == "mlruns"
+    return False
 
 
 class PipelineSettings(CommonSettings):
@@ -53,9 +58,6 @@ class PipelineSettings(CommonSettings):
     mlflow_run_id: str | None = Field(
         None, validation_alias="MLFLOW_RUN_ID", description="set by `mlflow run` for its child: the run to log into"
     )
-    launch_dir: str | None = Field(
-        None, validation_alias="PWD", description="set by the shell: where `mlflow run` was started"
-    )
 
     @field_validator("model_alias")
     @classmethod
@@ -70,10 +72,10 @@ class PipelineSettings(CommonSettings):
     def launcher_store(self) -> str | None:
         """The store `mlflow run` created its run in, when that is only MLflow's default and not a choice."""
         uri = self.mlflow_tracking_uri
-        if not (self.mlflow_run_id and uri):
-            return None
-        dirs = {Path.cwd(), *([Path(self.launch_dir)] if self.launch_dir else [])}
-        return uri if any(uri in mlflow_default_stores(d) for d in dirs) else None
+        registry_named = self.database_url or self.mlflow_tracking_hostport
+        if self.mlflow_run_id and uri and registry_named and mlflow_default_shaped(uri):
+            return uri
+        return None
 
     @computed_field(repr=False)  # type: ignore[prop-decorator]
     @property

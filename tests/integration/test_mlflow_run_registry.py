@@ -29,7 +29,6 @@ def test_mlflow_run_uses_database_url_and_model_alias(postgres_url: str, tmp_pat
     env.pop("MLFLOW_TRACKING_URI")  # as a user who only has DATABASE_URL (Render's postgres:// form)
     env["DATABASE_URL"] = postgres_url.replace("postgresql://", "postgres://", 1)
     env["MODEL_ALIAS"] = "production"
-    env["PWD"] = str(tmp_path)  # started from tmp_path, as a shell would record it
     # min_auc as typed on the command line ("0.80"): the pipeline must not log it again as "0.8".
     proc = mlflow_run(env, tmp_path, "--experiment-name", "t2", "-P", "cv_repeats=1", "-P", "cv_folds=3",
                       "-P", "min_auc=0.80")  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from common.settings import DEFAULT_MODEL_ALIAS, DEFAULT_MODEL_NAME
 from pipeline import bootstrap, main, registry
-from pipeline.settings import PipelineSettings, SettingsError, mlflow_default_stores
+from pipeline.settings import PipelineSettings, SettingsError
 
 PG = "postgres://u:secret@db:5432/reg"
 PG_SQLALCHEMY = "postgresql+psycopg2://u:secret@db:5432/reg"
@@ -61,36 +61,25 @@ def launched_by_mlflow_run(store: str, **env: str) -> dict[str, str]:
     return {"MLFLOW_RUN_ID": "0123abcd", "MLFLOW_TRACKING_URI": store, **env}
 
 
-def test_mlflow_runs_default_store_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    default = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert default in mlflow_default_stores(tmp_path)
+def test_mlflow_runs_default_store_counts_as_unset(tmp_path: Path) -> None:
+    default = f"sqlite:///{tmp_path / 'mlflow.db'}"  # what `mlflow run` passes on when nothing is set
     s = PipelineSettings.from_env(launched_by_mlflow_run(default, DATABASE_URL=PG))
     assert s.tracking_uri == PG_SQLALCHEMY and s.launcher_store == default and s.rehomed
     hostport = PipelineSettings.from_env(launched_by_mlflow_run(default, MLFLOW_TRACKING_HOSTPORT="m:5000"))
     assert hostport.tracking_uri == "http://m:5000" and hostport.rehomed
+    files = PipelineSettings.from_env(launched_by_mlflow_run((tmp_path / "mlruns").as_uri(), DATABASE_URL=PG))
+    assert files.tracking_uri == PG_SQLALCHEMY and files.rehomed
 
 
-def test_mlflow_run_started_elsewhere_is_recognised_by_pwd(tmp_path: Path) -> None:
-    default = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    s = PipelineSettings.from_env(launched_by_mlflow_run(default, DATABASE_URL=PG, PWD=str(tmp_path)))
-    assert s.tracking_uri == PG_SQLALCHEMY and s.rehomed
-
-
-def test_a_chosen_tracking_uri_still_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    chosen = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+def test_a_chosen_tracking_uri_still_wins(tmp_path: Path) -> None:
+    chosen = f"sqlite:///{tmp_path / 'registry.db'}"
     s = PipelineSettings.from_env(launched_by_mlflow_run(chosen, DATABASE_URL=PG))
     assert s.tracking_uri == chosen and s.launcher_store is None and not s.rehomed
-    # Not launched by `mlflow run`: MLFLOW_TRACKING_URI is always the user's choice, even MLflow's default.
-    mlflow_default = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    direct = PipelineSettings.from_env({"MLFLOW_TRACKING_URI": mlflow_default, "DATABASE_URL": PG})
+    # With no registry variable, MLflow's default store is used as it is (no second store to prefer).
+    plain = PipelineSettings.from_env(launched_by_mlflow_run(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert plain.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}" and not plain.rehomed
+    # Not launched by `mlflow run`: MLFLOW_TRACKING_URI is always the user's choice.
+    direct = PipelineSettings.from_env(
+        {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "DATABASE_URL": PG}
+    )
     assert direct.tracking_uri.endswith("/mlflow.db") and not direct.rehomed
-
-
-def test_default_store_that_is_also_the_resolved_one_is_used_in_place() -> None:
-    from common.backend import DEFAULT_SQLITE_PATH
-
-    project_db = f"sqlite:///{DEFAULT_SQLITE_PATH}"
-    s = PipelineSettings.from_env(launched_by_mlflow_run(project_db, PWD=str(DEFAULT_SQLITE_PATH.parent)))
-    assert s.launcher_store == project_db and s.tracking_uri == project_db and not s.rehomed
