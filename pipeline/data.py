@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import ConfigError, DatasetConfig, Derive, Feature, Target, category_text
+from common.validation import FeatureRules, Problem
+from pipeline.config import ConfigError, DatasetConfig, Derive, Feature, Target, category_text, feature_spec
 
 _OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
@@ -45,10 +46,20 @@ def read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def _rows(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)[:5] + 2  # +2: 1-based and the header line
-    more = "…" if mask.sum() > 5 else ""
-    return ", ".join(str(i) for i in idx) + more
+def _rows(rows: np.ndarray | tuple[int, ...]) -> str:
+    """CSV line numbers of a row mask or of 0-based row positions (at most five)."""
+    idx = np.flatnonzero(rows) if isinstance(rows, np.ndarray) and rows.dtype == bool else np.asarray(rows, int)
+    more = "…" if len(idx) > 5 else ""
+    return ", ".join(str(i + 2) for i in idx[:5]) + more  # +2: 1-based and the header line
+
+
+class InvalidData(ConfigError):
+    """A feature column that breaks one of the model's input rules; ``problem`` names the field and the rule."""
+
+    def __init__(self, source: str, column: str, problem: Problem):
+        self.problem = problem
+        super().__init__(f"{source}: column '{column}' ({problem.field}): {problem.text} "
+                         f"(line(s) {_rows(problem.rows)})")  # fmt: skip
 
 
 def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -58,43 +69,36 @@ def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.Da
     if missing:
         raise ConfigError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
     X = pd.DataFrame({f.name: _parse(df[f.column], f, source) for f in config.features})
-    for f in config.features:
-        _check(X[f.name], f, source)
+    check_rules(X, config, source)
     return X.reset_index(drop=True), _target(df, config, source)
 
 
 def _parse(col: pd.Series, f: Feature, source: str) -> pd.Series:
-    """A CSV column as values: numbers (text that is no number is an error), categories as text (1.0 → "1")."""
+    """A CSV column as values. CSV holds only text, so a cell that reads as a number is one (unlike JSON,
+    where "86" is refused); a category is compared as text (1.0 → "1")."""
     if f.type == "numeric":
         values = pd.to_numeric(col, errors="coerce")
         bad = values.isna().to_numpy() & col.notna().to_numpy()
         if bad.any():
-            raise ConfigError(
-                f"{source}: column '{f.column}' ({f.name}) must be numeric; non-numeric values on line(s) {_rows(bad)}"
-            )
+            raise InvalidData(source, str(f.column), Problem(f.name, "number", {}, tuple(np.flatnonzero(bad))))
         return values.astype(float)
     values = col.map(category_text, na_action="ignore").astype("string")
     return values.astype(object).where(values.notna(), np.nan)
 
 
-def _check(values: pd.Series, f: Feature, source: str) -> None:
-    """The feature's rules: range, whole numbers, categories, required."""
-    where = f"{source}: column '{f.column}' ({f.name})"
-    present = values.notna().to_numpy()
-    if f.type == "numeric":
-        v = values.to_numpy(dtype=float)
-        lo, hi = (f.min if f.min is not None else -np.inf), (f.max if f.max is not None else np.inf)
-        out = present & ((v < lo) | (v > hi))
-        if out.any():
-            raise ConfigError(f"{where} has values outside [{f.min}, {f.max}] on line(s) {_rows(out)}")
-        if f.integer and (present & (v != np.round(v))).any():
-            raise ConfigError(f"{where} must hold whole numbers")
-    else:
-        unknown = present & ~values.isin(f.categories).to_numpy()
-        if unknown.any():
-            raise ConfigError(f"{where} has categories outside {f.categories} on line(s) {_rows(unknown)}")
-    if not f.optional and not present.all():
-        raise ConfigError(f"{where} is not optional but has missing values on line(s) {_rows(~present)}")
+def check_rules(X: pd.DataFrame, config: DatasetConfig, source: str) -> None:
+    """The served model's input rules (common.validation, from the same spec), applied to the training data;
+    raises InvalidData for the first feature that breaks one."""
+    rules = FeatureRules(feature_spec(config))
+    columns = {f.name: str(f.column) for f in config.features}
+    matrix = np.empty((len(X), len(rules.names)))
+    for j, name in enumerate(rules.names):
+        matrix[:, j], wrong_type = rules.column(j, X[name])
+        if wrong_type.any():  # only categories can get here: numbers were parsed above
+            rule, params = rules.type_problem(j)
+            raise InvalidData(source, columns[name], Problem(name, rule, params, tuple(np.flatnonzero(wrong_type))))
+    for problem in rules.check(matrix)[:1]:
+        raise InvalidData(source, columns[problem.field], problem)
 
 
 def _target(df: pd.DataFrame, config: DatasetConfig, source: str) -> np.ndarray:

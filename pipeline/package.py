@@ -20,17 +20,12 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from common.backend import PROJECT_ROOT
-from pipeline.config import DatasetConfig
+from pipeline.config import DatasetConfig, feature_spec
 from pipeline.data import Split
 from pipeline.risk_model import RiskModel
 from pipeline.train import Fitted
 
 MODEL_CODE = Path(__file__).with_name("risk_model.py")
-SPEC_FEATURE_KEYS = {"name", "type", "integer", "unit", "min", "max", "categories", "optional", "label", "help"}
-
-
-def feature_spec(config: DatasetConfig) -> list[dict[str, Any]]:
-    return [f.model_dump(include=SPEC_FEATURE_KEYS) for f in config.features]
 
 
 def signature(config: DatasetConfig) -> ModelSignature:
