@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data import load_split
-from pipeline.main import feature_spec
+from pipeline.package import feature_spec
 from pipeline.risk_model import InvalidInput, RiskModel
 from pipeline.train import TrainOptions, compile_additive, fit, set_reference
 from tests.conftest import ROOT
