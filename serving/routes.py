@@ -6,8 +6,8 @@ response models here are what the OpenAPI document is generated from.
 
 MLflow's protocol routes (/invocations is the hot path the benchmark measures) are declared like any route but
 run as ``LeanRoute``s, which call the endpoint with the request alone instead of solving dependencies per
-request (measured: FastAPI's solving roughly doubled the framework's cost of a 1-row request; README,
-Benchmark). They call the same dependency functions themselves.
+request (benchmarks/fastapi_overhead.py: FastAPI's per-request machinery costs about as much as the whole
+framework path of a plain route; README, Benchmark). They call the same dependency functions themselves.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import request_response as starlette_request_response
 
 from serving import decode, deps, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
@@ -39,16 +40,23 @@ from serving.settings import Settings
 
 
 class LeanRoute(APIRoute):
-    """A route whose endpoint takes only the Request: no per-request dependency solving or response
-    validation; OpenAPI and exception handlers work as for any route."""
+    """A route whose endpoint takes only the Request and returns a Response: declared (and documented in
+    OpenAPI) like any FastAPI route, but served as a plain Starlette route — no per-request dependency
+    solving, exit stacks or response validation. Exception handlers apply as for any route."""
 
-    def get_route_handler(self) -> Any:
-        endpoint = self.endpoint
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = starlette_request_response(self.endpoint)
 
-        async def handler(request: Request) -> Response:
-            return await endpoint(request)
 
-        return handler
+def mount(app: FastAPI) -> list[str]:
+    """Add the routers to the app; returns every path. MLflow's protocol routes go into the app's own route
+    list: FastAPI matches an included router's routes through an extra layer per request (measured in
+    benchmarks/fastapi_overhead.py), which the hot path does without."""
+    app.router.routes.extend(mlflow_router.routes)
+    app.include_router(api_router)
+    app.include_router(ops_router)
+    return [r.path for router in (mlflow_router, api_router, ops_router) for r in router.routes]
 
 
 def _errors(model: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
