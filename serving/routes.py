@@ -107,13 +107,13 @@ async def invocations(request: Request) -> Response:
     media = decode.mime(request.headers.get("content-type"), CONTENT_TYPES)
     data = await decode.body(request, s.max_body_bytes)
     dl = Deadline(s.request_timeout_s)
-    rules = model.prepared["rules"]
+    bad = strict.Collector(model.prepared["rules"])
     if media == CONTENT_TYPE_JSON:
-        X, contributions = strict.json_to_matrix(rules, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
+        X, contributions = strict.json_to_matrix(bad, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
     else:
-        X, contributions = _frame(rules, media, data, s), False
+        X, contributions = _frame(bad, media, data, s), False
     dl.check()
-    strict.validate(rules, X)
+    bad.check(X)
     out = model.risk.predict_matrix(X, contributions=contributions)
     dl.check()
     metrics.count_levels(out["risk_level"])
@@ -121,12 +121,12 @@ async def invocations(request: Request) -> Response:
     return Response(payload, media_type=JSON, headers={"x-request-id": deps.request_id(request)})
 
 
-def _frame(rules: Any, media: str, data: bytes, s: Settings) -> Any:
+def _frame(bad: strict.Collector, media: str, data: bytes, s: Settings) -> Any:
     if media == CONTENT_TYPE_CSV:
-        df = decode.read_csv(rules, data, s.max_rows)
+        df = decode.read_csv(bad.rules, data, s.max_rows)
     else:
         df = decode.read_parquet(data, s.max_rows, s.max_body_bytes)
-    return strict.frame_to_matrix(rules, df, s.allow_extra_columns, s.max_rows)
+    return strict.frame_to_matrix(bad, df, s.allow_extra_columns, s.max_rows)
 
 
 @mlflow_router.get("/ping", responses={404: {"description": "no model is loaded"}}, summary="Liveness (MLflow)")
@@ -173,8 +173,9 @@ async def predict(
     decode.mime(request.headers.get("content-type"), [CONTENT_TYPE_JSON])
     data = await decode.body(request, settings.max_body_bytes)
     dl = Deadline(settings.request_timeout_s)
-    X = _patients(model, decode.loads(data), settings, dl)
-    strict.validate(model.prepared["rules"], X)
+    bad = strict.Collector(model.prepared["rules"])
+    X = _patients(bad, decode.loads(data), settings, dl)
+    bad.check(X)
     out = model.risk.predict_matrix(X, contributions=contributions)
     dl.check()
     metrics.count_levels(out["risk_level"])
@@ -186,14 +187,14 @@ async def predict(
     return Response(orjson.dumps(doc), media_type=JSON, headers={"x-request-id": rid})
 
 
-def _patients(model: ServedModel, doc: Any, s: Settings, dl: Deadline) -> Any:
+def _patients(bad: strict.Collector, doc: Any, s: Settings, dl: Deadline) -> Any:
     """The body (one patient object or a non-empty list of them) → matrix, by the same rules as /invocations."""
     rows = [doc] if type(doc) is dict else doc
     if type(rows) is not list or not rows:
         raise InputError("body must be a JSON object or a non-empty array of objects", rule="body")
     if len(rows) > s.max_rows:
         raise InputError(f"too many patients: the limit is {s.max_rows} per request", status=413)
-    return strict.records(model.prepared["rules"], rows, s.allow_extra_columns, s.max_rows, dl, what="patient")
+    return strict.records(bad, rows, s.allow_extra_columns, s.max_rows, dl, what="patient")
 
 
 def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> list[dict[str, Any]]:
