@@ -26,7 +26,7 @@ from serving import metrics, openapi
 from serving.deps import JSON, request_id
 from serving.errors import InputError, error_doc
 from serving.model_store import ModelStore, ServedModel
-from serving.routes import api_router, mlflow_router, ops_router
+from serving.routes import mount
 from serving.schemas import LANGS, entry, problem_entries
 from serving.settings import Settings
 
@@ -137,13 +137,11 @@ def create_app(settings: Settings, store: ModelStore) -> FastAPI:
     app.state.store = store
     app.state.worker_started = False
     app.state.docs_html = DOCS_HTML
-    routers = (mlflow_router, api_router, ops_router)
-    for router in routers:
-        app.include_router(router)
+    paths = mount(app)
     app.state.openapi_without_model = lambda: openapi.document(app, None, settings)
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, bad_query)
-    app.add_middleware(metrics.MetricsMiddleware, routes={r.path for router in routers for r in router.routes})
+    app.add_middleware(metrics.MetricsMiddleware, routes=set(paths))
 
     store.on_swap(lambda model: prepare(app, model))  # runs before a version becomes current
     if store.current is not None and not store.current.prepared:

@@ -8,8 +8,9 @@ fails naming the symbol when an upgrade moves one. Nothing else in serving/ impo
 - ``scoring_server.parse_parquet_input``: MLflow's Parquet reading;
 - ``mlflow.tracking._model_registry.client.ModelRegistryClient``: the registry half of MlflowClient (a database
   tracking store costs ~1 s and ~50 MB at start-up);
-- ``SqlAlchemyStore._engine_map`` and ``_engine_map_lock``: a forked worker must not reuse the master's
-  connections, nor a lock that a master thread held when the master forked;
+- ``SqlAlchemyStore._engine_map`` and ``_engine_map_lock``, and the store registries' ``_building_store_lock``
+  (``mlflow.tracking._model_registry.registry``, ``mlflow.tracking._tracking_service.registry``): a forked
+  worker must not reuse the master's connections, nor a lock that a master thread held when the master forked;
 - ``mlflow.store.db.utils.MAX_RETRY_COUNT``: MLflow retries a down database for ~100 s inside one call, holding
   the lock above; serving bounds each call and its model watcher retries instead;
 - logger ``mlflow.store.db.utils``: logs a ~130-line traceback per failed call;
@@ -43,6 +44,10 @@ SQLALCHEMY_STORES = (
     "mlflow.store.model_registry.sqlalchemy_store",
     "mlflow.store.tracking.sqlalchemy_store",
 )
+STORE_REGISTRIES = (
+    "mlflow.tracking._model_registry.registry",
+    "mlflow.tracking._tracking_service.registry",
+)
 DB_UTILS = "mlflow.store.db.utils"
 DB_RETRIES = 2  # MLflow's default (10) sleeps ~100 s in one call while holding the engine-map lock
 
@@ -71,14 +76,18 @@ def _store_classes() -> list[Any]:
 
 def reset_after_fork() -> None:
     """In a forked worker: drop the database connections inherited from the master (sharing one socket
-    between processes corrupts it) and replace the engine-map locks. A master thread that was creating an
-    engine when the master forked (registry down at start) left the lock held in the child for good: every
-    later registry call in the worker would block on it and never follow the alias."""
+    between processes corrupts it) and replace MLflow's store-building and engine-map locks. A master thread
+    that was building the store when the master forked (registry down at start) left them held in the child
+    for good: every later registry call in the worker would block on them and never follow the alias."""
     for cls in _store_classes():
         for engine in list(getattr(cls, "_engine_map", {}).values()):
             engine.dispose(close=False)
         if hasattr(cls, "_engine_map_lock"):
             cls._engine_map_lock = threading.Lock()
+    for module in STORE_REGISTRIES:  # held while a store (and its engine) is built
+        mod = importlib.import_module(module)
+        if hasattr(mod, "_building_store_lock"):
+            mod._building_store_lock = threading.Lock()
 
 
 def bound_database_retries() -> None:
@@ -137,6 +146,9 @@ def missing_symbols() -> list[str]:
         for attr in ("_engine_map", "_engine_map_lock"):
             if cls is None or not hasattr(cls, attr):
                 missing.append(f"{module}.SqlAlchemyStore.{attr}")
+    for module in STORE_REGISTRIES:
+        if not hasattr(importlib.import_module(module), "_building_store_lock"):
+            missing.append(f"{module}._building_store_lock")
     if not hasattr(importlib.import_module(DB_UTILS), "MAX_RETRY_COUNT"):
         missing.append(f"{DB_UTILS}.MAX_RETRY_COUNT")
     from gunicorn.arbiter import Arbiter

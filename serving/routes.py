@@ -6,8 +6,8 @@ response models here are what the OpenAPI document is generated from.
 
 MLflow's protocol routes (/invocations is the hot path the benchmark measures) are declared like any route but
 run as ``LeanRoute``s, which call the endpoint with the request alone instead of solving dependencies per
-request (measured: FastAPI's solving roughly doubled the framework's cost of a 1-row request; README,
-Benchmark). They call the same dependency functions themselves.
+request (benchmarks/fastapi_overhead.py: FastAPI's per-request machinery costs about as much as the whole
+framework path of a plain route; README, Benchmark). They call the same dependency functions themselves.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import request_response as starlette_request_response
 
 from serving import decode, deps, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
@@ -39,16 +40,23 @@ from serving.settings import Settings
 
 
 class LeanRoute(APIRoute):
-    """A route whose endpoint takes only the Request: no per-request dependency solving or response
-    validation; OpenAPI and exception handlers work as for any route."""
+    """A route whose endpoint takes only the Request and returns a Response: declared (and documented in
+    OpenAPI) like any FastAPI route, but served as a plain Starlette route — no per-request dependency
+    solving, exit stacks or response validation. Exception handlers apply as for any route."""
 
-    def get_route_handler(self) -> Any:
-        endpoint = self.endpoint
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = starlette_request_response(self.endpoint)
 
-        async def handler(request: Request) -> Response:
-            return await endpoint(request)
 
-        return handler
+def mount(app: FastAPI) -> list[str]:
+    """Add the routers to the app; returns every path. MLflow's protocol routes go into the app's own route
+    list: FastAPI matches an included router's routes through an extra layer per request (measured in
+    benchmarks/fastapi_overhead.py), which the hot path does without."""
+    app.router.routes.extend(mlflow_router.routes)
+    app.include_router(api_router)
+    app.include_router(ops_router)
+    return [r.path for router in (mlflow_router, api_router, ops_router) for r in router.routes]
 
 
 def _errors(model: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -99,13 +107,13 @@ async def invocations(request: Request) -> Response:
     media = decode.mime(request.headers.get("content-type"), CONTENT_TYPES)
     data = await decode.body(request, s.max_body_bytes)
     dl = Deadline(s.request_timeout_s)
-    rules = model.prepared["rules"]
+    bad = strict.Collector(model.prepared["rules"])
     if media == CONTENT_TYPE_JSON:
-        X, contributions = strict.json_to_matrix(rules, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
+        X, contributions = strict.json_to_matrix(bad, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
     else:
-        X, contributions = _frame(rules, media, data, s), False
+        X, contributions = _frame(bad, media, data, s), False
     dl.check()
-    strict.validate(rules, X)
+    bad.check(X)
     out = model.risk.predict_matrix(X, contributions=contributions)
     dl.check()
     metrics.count_levels(out["risk_level"])
@@ -113,12 +121,12 @@ async def invocations(request: Request) -> Response:
     return Response(payload, media_type=JSON, headers={"x-request-id": deps.request_id(request)})
 
 
-def _frame(rules: Any, media: str, data: bytes, s: Settings) -> Any:
+def _frame(bad: strict.Collector, media: str, data: bytes, s: Settings) -> Any:
     if media == CONTENT_TYPE_CSV:
-        df = decode.read_csv(rules, data, s.max_rows)
+        df = decode.read_csv(bad.rules, data, s.max_rows)
     else:
         df = decode.read_parquet(data, s.max_rows, s.max_body_bytes)
-    return strict.frame_to_matrix(rules, df, s.allow_extra_columns, s.max_rows)
+    return strict.frame_to_matrix(bad, df, s.allow_extra_columns, s.max_rows)
 
 
 @mlflow_router.get("/ping", responses={404: {"description": "no model is loaded"}}, summary="Liveness (MLflow)")
@@ -165,8 +173,9 @@ async def predict(
     decode.mime(request.headers.get("content-type"), [CONTENT_TYPE_JSON])
     data = await decode.body(request, settings.max_body_bytes)
     dl = Deadline(settings.request_timeout_s)
-    X = _patients(model, decode.loads(data), settings, dl)
-    strict.validate(model.prepared["rules"], X)
+    bad = strict.Collector(model.prepared["rules"])
+    X = _patients(bad, decode.loads(data), settings, dl)
+    bad.check(X)
     out = model.risk.predict_matrix(X, contributions=contributions)
     dl.check()
     metrics.count_levels(out["risk_level"])
@@ -178,14 +187,14 @@ async def predict(
     return Response(orjson.dumps(doc), media_type=JSON, headers={"x-request-id": rid})
 
 
-def _patients(model: ServedModel, doc: Any, s: Settings, dl: Deadline) -> Any:
+def _patients(bad: strict.Collector, doc: Any, s: Settings, dl: Deadline) -> Any:
     """The body (one patient object or a non-empty list of them) → matrix, by the same rules as /invocations."""
     rows = [doc] if type(doc) is dict else doc
     if type(rows) is not list or not rows:
         raise InputError("body must be a JSON object or a non-empty array of objects", rule="body")
     if len(rows) > s.max_rows:
         raise InputError(f"too many patients: the limit is {s.max_rows} per request", status=413)
-    return strict.records(model.prepared["rules"], rows, s.allow_extra_columns, s.max_rows, dl, what="patient")
+    return strict.records(bad, rows, s.allow_extra_columns, s.max_rows, dl, what="patient")
 
 
 def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ MLflow's scoring server parses the input formats and then casts each column to t
 pandas (``astype``): "86" becomes 86.0, True becomes 1.0, unknown columns are dropped. This module keeps
 MLflow's envelope rules (exactly one of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``;
 optional ``params``) and replaces the cast with the spec's type rules (``common.validation``): anything that is
-not already the right type is refused. Both routes then check the matrix with the same ``FeatureRules.check``.
+not already the right type is refused. Both routes then check the matrix with the same ``FeatureRules.check``
+and report every problem of a request at once (``Collector.check``).
 Messages name the field and the rule and never contain a submitted value.
 """
 
@@ -56,6 +57,26 @@ class Collector:
         if self.cells or self.unknown:
             raise problems_error(self.problems())
 
+    def check(self, X: np.ndarray) -> None:
+        """Raise every problem of the request at once: the ones collected while building ``X`` and the spec's
+        value rules on ``X`` (a value of the wrong type is not also reported as missing)."""
+        found = self.rules.check(X)
+        if not found and not self.cells and not self.unknown:
+            return
+        typed = {self.rules.names[j]: set(rows) for j, rows in self.cells.items()}
+        kept = []
+        for p in found:
+            if p.rule == "required" and p.field in typed:
+                rows = tuple(r for r in p.rows if r not in typed[p.field])
+                if not rows:
+                    continue
+                p = Problem(p.field, p.rule, p.params, rows)
+            kept.append(p)
+        order = {n: j for j, n in enumerate(self.rules.names)}
+        everything = self.problems() + kept
+        everything.sort(key=lambda p: order.get(p.field, -1))
+        raise problems_error(everything)
+
 
 def _check_limit(n: int, max_rows: int) -> None:
     if n > max_rows:
@@ -63,11 +84,13 @@ def _check_limit(n: int, max_rows: int) -> None:
 
 
 def records(
-    rules: FeatureRules, rows: list[Any], allow_extra: bool, max_rows: int, dl: Deadline, what: str = "record"
+    bad: Collector, rows: list[Any], allow_extra: bool, max_rows: int, dl: Deadline, what: str = "record"
 ) -> np.ndarray:
-    """A list of JSON objects (feature → value) → matrix. Absent keys are missing values."""
+    """A list of JSON objects (feature → value) → matrix. Absent keys are missing values; values of the wrong
+    type are NaN in the matrix and recorded in ``bad``."""
     _check_limit(len(rows), max_rows)
-    index, value, d, bad = rules.index, rules.value, len(rules.names), Collector(rules)
+    rules = bad.rules
+    index, value, d = rules.index, rules.value, len(rules.names)
     nan = np.nan
     X = np.empty((len(rows), d))
     for i, rec in enumerate(rows):
@@ -88,12 +111,11 @@ def records(
             else:
                 row[j] = x
         X[i] = row
-    bad.raise_if_any()
     return X
 
 
-def _columns(rules: FeatureRules, cols: dict[str, Any], allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
-    bad = Collector(rules)
+def _columns(bad: Collector, cols: dict[str, Any], allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
+    rules = bad.rules
     lists = {k: (v if type(v) is list else [v]) for k, v in cols.items()}
     lengths = {len(v) for v in lists.values()}
     if len(lengths) > 1:
@@ -114,11 +136,10 @@ def _columns(rules: FeatureRules, cols: dict[str, Any], allow_extra: bool, max_r
                 bad.add(j, i)
             else:
                 X[i, j] = x
-    bad.raise_if_any()
     return X
 
 
-def _split(rules: FeatureRules, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
+def _split(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
     if type(doc) is not dict:
         raise InputError("dataframe_split must be an object with 'columns' and 'data'")
     extra = set(doc) - {"columns", "data", "index"}
@@ -128,14 +149,14 @@ def _split(rules: FeatureRules, doc: Any, allow_extra: bool, max_rows: int, dl: 
     if type(columns) is not list or type(data) is not list or not all(type(c) is str for c in columns):
         raise InputError("dataframe_split 'columns' must be a list of names and 'data' a list of rows")
     _check_limit(len(data), max_rows)
-    bad = Collector(rules)
+    rules = bad.rules
     targets = []
     for c in columns:
         j = rules.index.get(c)
         if j is None and not allow_extra:
             bad.add_unknown(c)
         targets.append(j)
-    bad.raise_if_any()
+    bad.raise_if_any()  # unknown columns: before reading any row
     pairs = [(pos, j) for pos, j in enumerate(targets) if j is not None]
     width, nan, d, value = len(columns), np.nan, len(rules.names), rules.value
     X = np.empty((len(data), d))
@@ -152,7 +173,6 @@ def _split(rules: FeatureRules, doc: Any, allow_extra: bool, max_rows: int, dl: 
             else:
                 row[j] = x
         X[i] = row
-    bad.raise_if_any()
     return X
 
 
@@ -171,10 +191,9 @@ def _params(params: Any, allow_extra: bool) -> bool:
     return value
 
 
-def json_to_matrix(
-    rules: FeatureRules, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline
-) -> tuple[np.ndarray, bool]:
-    """A decoded MLflow JSON payload → (float matrix in feature order, contributions flag)."""
+def json_to_matrix(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline) -> tuple[np.ndarray, bool]:
+    """A decoded MLflow JSON payload → (float matrix in feature order, contributions flag); values of the wrong
+    type are recorded in ``bad``."""
     if type(doc) is not dict:
         raise InputError(f"{REQUIRED_INPUT_FORMAT}. Received a {type(doc).__name__}.")
     data, params = _split_data_and_params(doc)  # MLflow's own split of the envelope
@@ -188,16 +207,16 @@ def json_to_matrix(
     contributions = _params(params, allow_extra)
     ((fmt, payload),) = data.items()
     if fmt == DF_SPLIT:
-        X = _split(rules, payload, allow_extra, max_rows, dl)
+        X = _split(bad, payload, allow_extra, max_rows, dl)
     elif fmt == DF_RECORDS:
         if type(payload) is not list:
             raise InputError("dataframe_records must be a list of records")
-        X = records(rules, payload, allow_extra, max_rows, dl)
+        X = records(bad, payload, allow_extra, max_rows, dl)
     elif fmt in (INSTANCES, INPUTS):
         if type(payload) is list:
-            X = records(rules, payload, allow_extra, max_rows, dl)
+            X = records(bad, payload, allow_extra, max_rows, dl)
         elif type(payload) is dict:
-            X = _columns(rules, payload, allow_extra, max_rows, dl)
+            X = _columns(bad, payload, allow_extra, max_rows, dl)
         else:
             raise InputError(f"{fmt} must be a list of records or an object of columns")
     else:  # pragma: no cover - SUPPORTED_FORMATS is the four above
@@ -205,10 +224,11 @@ def json_to_matrix(
     return X, contributions
 
 
-def frame_to_matrix(rules: FeatureRules, df: Any, allow_extra: bool, max_rows: int) -> np.ndarray:
-    """A DataFrame from CSV/Parquet → float matrix, refusing text in numeric columns (no coercion)."""
+def frame_to_matrix(bad: Collector, df: Any, allow_extra: bool, max_rows: int) -> np.ndarray:
+    """A DataFrame from CSV/Parquet → float matrix; text in a numeric column is recorded in ``bad`` (no
+    coercion)."""
     _check_limit(len(df), max_rows)
-    bad = Collector(rules)
+    rules = bad.rules
     X = np.full((len(df), len(rules.names)), np.nan)
     for c in df.columns:
         j = rules.index.get(c)
@@ -219,15 +239,7 @@ def frame_to_matrix(rules: FeatureRules, df: Any, allow_extra: bool, max_rows: i
         X[:, j], wrong = rules.column(j, df[c])
         for i in np.flatnonzero(wrong).tolist():
             bad.add(j, i)
-    bad.raise_if_any()
     return X
-
-
-def validate(rules: FeatureRules, X: np.ndarray) -> None:
-    """The spec's value rules (required, range, whole number, category) on the whole matrix."""
-    found = rules.check(X)
-    if found:
-        raise problems_error(found)
 
 
 def as_records(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:

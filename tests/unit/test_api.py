@@ -122,3 +122,26 @@ def test_metrics_report_the_served_version(client: Any) -> None:
     version = client.app.state.store.current.version
     text = client.get("/metrics").text
     assert f'serving_model_version{{name="diabetes-t2"}} {float(version)}' in text
+
+
+def test_every_problem_of_a_request_is_reported_at_once_on_both_routes(client: Any) -> None:
+    good = example(client.app.state.store.current.spec["features"])
+    bad = {**good, "embarazos": 5.9, "glucosa": "86.75", "edad": 333.5, "SECRET": 777.125}
+    del bad["pedigri_diabetes"]
+    r = client.post("/predict?lang=en", json=[good, bad])
+    assert r.status_code == 422
+    got = {(e["row"], e["field"], e["rule"].split(" (")[0]) for e in r.json()["errors"]}
+    assert {(row, field) for row, field, _ in got} == {
+        (1, "embarazos"),
+        (1, "glucosa"),
+        (1, "edad"),
+        (1, "pedigri_diabetes"),
+        (1, "body"),
+    }
+    assert (1, "glucosa", "must be a number") in got  # not also "is required"
+    r = client.post("/invocations", json={"dataframe_records": [good, bad]})
+    message = r.json()["message"]
+    for part in ("embarazos: must be a whole number", "glucosa: must be a number", "edad: must be between"):
+        assert part in message
+    assert "pedigri_diabetes: is required" in message and "1 unknown column" in message
+    assert "glucosa: is required" not in message and "SECRET" not in r.text and "777" not in r.text

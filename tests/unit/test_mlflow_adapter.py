@@ -21,19 +21,27 @@ def test_error_codes_are_mlflow_names() -> None:
         assert code in names, f"mlflow.protos.databricks_pb2.ErrorCode has no {code}"
 
 
-def test_reset_after_fork_replaces_a_held_engine_lock() -> None:
+def test_reset_after_fork_replaces_held_store_locks() -> None:
+    import importlib
+
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
+    holders = [(SqlAlchemyStore, "_engine_map_lock")]
+    holders += [(importlib.import_module(m), "_building_store_lock") for m in mlflow_adapter.STORE_REGISTRIES]
+    saved = [getattr(obj, attr) for obj, attr in holders]
     held = threading.Lock()
-    held.acquire()  # as a master thread stuck creating an engine leaves it in a forked worker
-    saved, SqlAlchemyStore._engine_map_lock = SqlAlchemyStore._engine_map_lock, held
+    held.acquire()  # as a master thread stuck building the store leaves them in a forked worker
     try:
+        for obj, attr in holders:
+            setattr(obj, attr, held)
         mlflow_adapter.reset_after_fork()
-        assert SqlAlchemyStore._engine_map_lock is not held
-        assert SqlAlchemyStore._engine_map_lock.acquire(timeout=1)
-        SqlAlchemyStore._engine_map_lock.release()
+        for obj, attr in holders:
+            lock = getattr(obj, attr)
+            assert lock is not held and lock.acquire(timeout=1), attr
+            lock.release()
     finally:
-        SqlAlchemyStore._engine_map_lock = saved
+        for (obj, attr), lock in zip(holders, saved, strict=True):
+            setattr(obj, attr, lock)
 
 
 def test_database_errors_are_logged_in_one_line(caplog) -> None:
