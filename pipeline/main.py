@@ -211,8 +211,8 @@ def train_and_register(
             result = registry.gate(
                 client, model_name, test_metrics["roc_auc"], split.X_test, split.y_test, min_auc, max_auc_drop
             )
-            client.set_model_version_tag(model_name, mv.version, "gate", "passed" if result.passed else "failed")
-            client.set_model_version_tag(model_name, mv.version, "gate_reasons", "; ".join(result.reasons))
+            for key, value in result.tags().items():
+                client.set_model_version_tag(model_name, mv.version, key, value)
             if result.passed:
                 registry.promote(client, model_name, mv.version)
             mlflow.set_tag("gate", "passed" if result.passed else "failed")

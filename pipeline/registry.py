@@ -8,6 +8,7 @@ Command line (also MLproject entry points ``promote`` and ``rollback``):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 
@@ -27,9 +28,23 @@ PREVIOUS_TAG = "previous_champion"  # on the registered model: what rollback ret
 @dataclass
 class GateResult:
     passed: bool
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # English, for logs and the `gate_reasons` tag
+    # The same reasons as {"code": ..., **parameters}, so the clinicians' app can word them in its language.
+    codes: list[dict[str, object]] = field(default_factory=list)
     champion_version: str | None = None
     champion_auc: float | None = None
+
+    def add(self, text: str, code: str, **params: object) -> None:
+        self.reasons.append(text)
+        self.codes.append({"code": code, **params})
+
+    def tags(self) -> dict[str, str]:
+        """The model version tags that record this verdict."""
+        return {
+            "gate": "passed" if self.passed else "failed",
+            "gate_reasons": "; ".join(self.reasons),
+            "gate_reason_codes": json.dumps(self.codes),
+        }
 
 
 def current_champion(client: MlflowClient, name: str) -> str | None:
@@ -53,10 +68,10 @@ def gate(
     result = GateResult(passed=True)
     if new_auc < min_auc:
         result.passed = False
-        result.reasons.append(f"ROC AUC {new_auc:.4f} is below the floor {min_auc:.4f}")
+        result.add(f"ROC AUC {new_auc:.4f} is below the floor {min_auc:.4f}", "below_floor", auc=new_auc, floor=min_auc)
     champ = current_champion(client, name)
     if champ is None:
-        result.reasons.append("no current champion")
+        result.add("no current champion", "no_champion")
         return result
     result.champion_version = champ
     try:
@@ -65,18 +80,30 @@ def gate(
         result.champion_auc = float(roc_auc_score(y_test, p))
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
         result.passed = False
-        result.reasons.append(
-            f"champion v{champ} cannot be scored on this test data ({type(exc).__name__}); promote by hand"
+        result.add(
+            f"champion v{champ} cannot be scored on this test data ({type(exc).__name__}); promote by hand",
+            "champion_unscorable",
+            version=champ,
         )
         return result
     if new_auc < result.champion_auc - max_auc_drop:
         result.passed = False
-        result.reasons.append(
+        result.add(
             f"ROC AUC {new_auc:.4f} is worse than champion v{champ} ({result.champion_auc:.4f}) "
-            f"by more than {max_auc_drop}"
+            f"by more than {max_auc_drop}",
+            "worse_than_champion",
+            auc=new_auc,
+            version=champ,
+            champion_auc=result.champion_auc,
+            max_drop=max_auc_drop,
         )
     else:
-        result.reasons.append(f"champion v{champ} scores ROC AUC {result.champion_auc:.4f} on the same data")
+        result.add(
+            f"champion v{champ} scores ROC AUC {result.champion_auc:.4f} on the same data",
+            "champion_score",
+            version=champ,
+            champion_auc=result.champion_auc,
+        )
     return result
 
 

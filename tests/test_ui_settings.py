@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from common.backend import DEFAULT_SQLITE_PATH
-from ui import batch, i18n, settings
+from ui import batch, i18n, scored, settings
 
 FEATURES = [
     {"name": "glucosa", "type": "numeric", "integer": False, "min": 40, "max": 400, "optional": False},
@@ -89,9 +89,12 @@ def test_batch_blank_and_repeated_headers_get_unique_names() -> None:
     assert check.renamed_columns == [("id", "id_2"), ("", "columna_5"), ("", "columna_6")]
     assert check.unknown_columns == ["id", "id_2", "columna_5", "columna_6"]
     assert check.duplicate_columns == [] and check.valid_index == [0]
-    scored = batch.score(check, lambda recs: {"predictions": [{"probability": 0.1, "label": 0}] * len(recs)}, 10)
-    assert scored.columns.is_unique and scored["columna_6"].tolist() == ["x"]
-    assert scored.to_csv(index=False).startswith("glucosa,edad,id,id_2,columna_5,columna_6,probability")
+    results = batch.score(check, lambda recs: {"predictions": [{"probability": 0.1, "label": 0}] * len(recs)}, 10)
+    table, _ = scored.table(check, results, FEATURES, [], "en", scored.MACHINE)
+    assert table.columns.is_unique and table["columna_6"].tolist() == ["x"]
+    assert scored.to_csv(table, "en", scored.MACHINE).startswith(
+        b"glucosa,edad,id,id_2,columna_5,columna_6,probability"
+    )
     # A generated name never takes the name of a column the clinic already has.
     assert batch._unique_headers(["id", "id", "id_2", ""]) == ["id", "id_3", "id_2", "columna_4"]
 

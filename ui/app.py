@@ -1,6 +1,7 @@
 """Clinicians' app entry point: `streamlit run ui/app.py`.
 
-Three pages (st.navigation): individual assessment, batch assessment, model card. The app never loads the
+Three pages (st.navigation): individual assessment, batch assessment, model card; any other path gets a page
+that says so in the app's language. The app never loads the
 model: it calls the serving API over HTTP and reads the MLflow registry.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # `streamlit run` puts only ui/ on sys.path; the project root is needed to import `ui.*` and `common`.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,14 +28,42 @@ st.set_option("client.showErrorDetails", "none")
 st.set_page_config(page_title=t("app_title"), page_icon=":material/monitor_heart:", layout="wide")
 i18n.language_selector()
 
-pages = [
+PAGES = [
     st.Page(
         "views/individual.py", title=t("nav_individual"), icon=":material/person:", url_path="individual", default=True
     ),
     st.Page("views/batch.py", title=t("nav_batch"), icon=":material/table_view:", url_path="lotes"),
     st.Page("views/model.py", title=t("nav_model"), icon=":material/description:", url_path="modelo"),
 ]
-page = st.navigation(pages)
+
+
+def requested_path() -> str:
+    """The page path in the browser's address bar (st.context.url), without the deployment's base path."""
+    path = urlsplit(st.context.url or "").path.strip("/")
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return path.removeprefix(base).strip("/") if base else path
+
+
+def not_found(path: str) -> st.Page:
+    """Streamlit answers an unknown page path with an English "Page not found" dialog; instead the path gets
+    our own page. The default page's name (`/individual`; Streamlit serves it at `/`) goes to that page."""
+
+    def render() -> None:
+        if path == PAGES[0].url_path:
+            st.switch_page(PAGES[0])
+        st.title(t("not_found_title"))
+        st.info(t("not_found_text", path=f"/{path}"), icon=":material/explore_off:")
+        st.page_link(PAGES[0], label=t("not_found_link"), icon=":material/person:")
+
+    return st.Page(render, title=t("not_found_title"), url_path=path)
+
+
+# Our own links in the sidebar (the navigation menu is hidden) so the not-found page never shows in the menu.
+path = requested_path()
+extra = [not_found(path)] if path and "/" not in path and path not in {p.url_path for p in PAGES[1:]} else []
+page = st.navigation(PAGES + extra, position="hidden")
+for p in PAGES:
+    st.sidebar.page_link(p, label=p.title, icon=p.icon)
 st.sidebar.caption(t("sidebar_disclaimer"))
 try:
     page.run()
