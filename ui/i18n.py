@@ -34,6 +34,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Se produjo un error inesperado en esta página. Recárguela; si persiste, avise al equipo técnico.",
         "en": "An unexpected error occurred on this page. Reload it; if it persists, tell the technical team.",
     },
+    "settings_invalid": {
+        "es": "La aplicación está mal configurada y no puede funcionar. Avise al equipo técnico: {detail}",
+        "en": "The app is misconfigured and cannot work. Tell the technical team: {detail}",
+    },
     "disclaimer": {
         "es": "**Ayuda para el cribado, no un diagnóstico.** Un resultado de este modelo no confirma ni descarta "
         "la diabetes: confírmelo con glucosa plasmática en ayunas, HbA1c o una prueba de tolerancia oral a la "
