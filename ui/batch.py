@@ -144,7 +144,8 @@ def validate(frame: pd.DataFrame, features: list[Feature]) -> Validation:
             result.values[name] = np.nan
             continue
         result.columns[name] = unique[cols[0]]
-        checked = [rules.check(f, v) for v in frame.iloc[:, cols[0]]]
+        memo: dict[Any, tuple[Any, str | None]] = {}  # clinic data repeats values: check each one once
+        checked = [memo[v] if v in memo else memo.setdefault(v, rules.check(f, v)) for v in frame.iloc[:, cols[0]]]
         numeric = f.get("type") != "categorical"
         result.values[name] = pd.Series(
             [np.nan if v is None and numeric else v for v, _ in checked],
