@@ -375,9 +375,11 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     metrics = next(
         d.value for d in at.dataframe if tr("this_model", "es", version=served["version"]) in d.value.columns
     )
-    assert (
-        metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])] == f"{info['metrics']['roc_auc']:.3f}"
-    )
+    shown_auc = metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])]
+    assert shown_auc == spec.decimal(info["metrics"]["roc_auc"], "es", 3) and "," in shown_auc  # «0,866»
+    # The gate's reasons in Spanish, from the codes the pipeline recorded (the first version had no champion).
+    assert row[tr("gate_reasons", "es")] == tr("gate_reason_no_champion", "es")
+    assert not at.expander, "the pipeline's English markdown card is not shown"
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]

@@ -35,10 +35,10 @@ except SettingsError as exc:
     st.error(t("settings_invalid", detail=str(exc)), icon=":material/settings_alert:")
     st.stop()
 
+DEFAULT_PAGE_NAME = "individual"
 PAGES = [
-    st.Page(
-        "views/individual.py", title=t("nav_individual"), icon=":material/person:", url_path="individual", default=True
-    ),
+    # The default page lives at `/`; its name (`individual`) is left free for not_found() to catch.
+    st.Page("views/individual.py", title=t("nav_individual"), icon=":material/person:", url_path="", default=True),
     st.Page("views/batch.py", title=t("nav_batch"), icon=":material/table_view:", url_path="lotes"),
     st.Page("views/model.py", title=t("nav_model"), icon=":material/description:", url_path="modelo"),
 ]
@@ -53,10 +53,10 @@ def requested_path() -> str:
 
 def not_found(path: str) -> st.Page:
     """Streamlit answers an unknown page path with an English "Page not found" dialog; instead the path gets
-    our own page. The default page's name (`/individual`; Streamlit serves it at `/`) goes to that page."""
+    our own page. `/individual` (what the default page would be called) goes to that page, at `/`."""
 
     def render() -> None:
-        if path == PAGES[0].url_path:
+        if path == DEFAULT_PAGE_NAME:
             st.switch_page(PAGES[0])
         st.title(t("not_found_title"))
         st.info(t("not_found_text", path=f"/{path}"), icon=":material/explore_off:")
