@@ -17,7 +17,7 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import example_patient as patient
-from tests.test_ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
+from tests.test_ui_stack import ROOT, Stack, free_port, login_off, ui_stack, wait_http  # noqa: F401 - fixtures
 from ui import spec
 from ui.i18n import calibration_name, tr
 from ui.settings import MLFLOW_HTTP_VARS
@@ -45,7 +45,7 @@ def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811 - pytest fixture inje
 
 
 @pytest.fixture
-def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa: F811
+def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch, login_off: None) -> Stack:  # noqa: F811
     """AppTest runs the script in this process: point its settings (read from os.environ) at the stack."""
     for key in ("API_HOSTPORT", "MLFLOW_TRACKING_HOSTPORT", "MODEL_NAME", "MODEL_ALIAS"):
         monkeypatch.delenv(key, raising=False)

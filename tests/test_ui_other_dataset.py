@@ -15,7 +15,7 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.test_pipeline_e2e import user_dataset
-from tests.test_ui_stack import ROOT, child_env, free_port, wait_http
+from tests.test_ui_stack import ROOT, child_env, free_port, login_off, wait_http  # noqa: F401 - login_off
 from ui import spec
 from ui.i18n import tr
 
@@ -49,7 +49,7 @@ def clinic_api() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def app(clinic_api: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+def app(clinic_api: tuple[str, str], monkeypatch: pytest.MonkeyPatch, login_off: None) -> dict:  # noqa: F811
     api_url, tracking_uri = clinic_api
     for key in ("API_HOSTPORT", "MLFLOW_TRACKING_HOSTPORT", "MODEL_ALIAS"):
         monkeypatch.delenv(key, raising=False)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
 
-from ui import i18n  # noqa: E402
+from ui import i18n, login  # noqa: E402
 from ui.i18n import t  # noqa: E402
 from ui.settings import SettingsError, load  # noqa: E402
 
@@ -29,11 +29,12 @@ st.set_option("client.showErrorDetails", "none")
 st.set_page_config(page_title=t("app_title"), page_icon=":material/monitor_heart:", layout="wide")
 i18n.language_selector()
 try:
-    load()  # every page reads the settings; a bad value stops here, named, instead of on some page
+    settings = load()  # every page reads the settings; a bad value stops here, named, instead of on some page
 except SettingsError as exc:
     log.error("invalid UI settings: %s", exc)
     st.error(t("settings_invalid", detail=str(exc)), icon=":material/settings_alert:")
     st.stop()
+login.require(settings)  # a stranger gets the login page and nothing below this line
 
 DEFAULT_PAGE_NAME = "individual"
 PAGES = [

@@ -34,6 +34,27 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Se produjo un error inesperado en esta página. Recárguela; si persiste, avise al equipo técnico.",
         "en": "An unexpected error occurred on this page. Reload it; if it persists, tell the technical team.",
     },
+    # ---- login ----
+    "login_title": {"es": "Acceso para profesionales", "en": "Clinician sign-in"},
+    "username": {"es": "Usuario", "en": "User name"},
+    "password": {"es": "Contraseña", "en": "Password"},
+    "login_button": {"es": "Entrar", "en": "Sign in"},
+    "login_oidc": {"es": "Entrar con la cuenta de la organización", "en": "Sign in with your organisation account"},
+    "login_failed": {"es": "Usuario o contraseña incorrectos.", "en": "Wrong user name or password."},
+    "login_locked": {
+        "es": "Demasiados intentos fallidos: la cuenta queda bloqueada {minutes} minutos.",
+        "en": "Too many failed attempts: the account is locked for {minutes} minutes.",
+    },
+    "session_expired": {
+        "es": "La sesión se cerró por inactividad. Vuelva a entrar.",
+        "en": "The session ended after a period of inactivity. Sign in again.",
+    },
+    "logged_in_as": {"es": "Sesión de {user}", "en": "Signed in as {user}"},
+    "logout": {"es": "Salir", "en": "Sign out"},
+    "auth_off_refused": {
+        "es": "El acceso sin identificación solo se permite en un equipo local. Avise al equipo técnico.",
+        "en": "Access without sign-in is only allowed on a local machine. Tell the technical team.",
+    },
     "settings_invalid": {
         "es": "La aplicación está mal configurada y no puede funcionar. Avise al equipo técnico: {detail}",
         "en": "The app is misconfigured and cannot work. Tell the technical team: {detail}",

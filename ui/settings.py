@@ -16,6 +16,11 @@ is ``UI_CACHE_TTL_S``, which the cache decorators of ui/api.py and ui/registry.p
 | UI_API_TIMEOUT_S      | 30                      | read timeout of a /predict call, seconds                       |
 | UI_BATCH_CHUNK_ROWS   | 200                     | rows per /predict call in batch scoring                        |
 | UI_CACHE_TTL_S        | 60                      | how long registry reads and /model/info are cached, seconds    |
+| UI_AUTH               | (see ui/login.py)       | builtin, oidc or off (off only when bound to loopback)         |
+| UI_SESSION_TIMEOUT_MIN| 30                      | idle minutes before a clinician is logged out                  |
+| UI_LOGIN_MAX_FAILURES | 5                       | failed logins in a row before the account is locked            |
+| UI_LOCKOUT_MIN        | 15                      | minutes a locked account waits                                 |
+| APP_DATABASE_URL      | DATABASE_URL, app.db    | the app's own database (users), see ui/users.py                |
 | (CommonSettings)      |                         | MODEL_NAME, MODEL_ALIAS, MLFLOW_TRACKING_URI, ... (common/)    |
 """
 
@@ -29,6 +34,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
+
+from typing import Literal  # noqa: E402
 
 from pydantic import Field  # noqa: E402 - needs the sys.path line above
 
@@ -74,6 +81,22 @@ class Settings(CommonSettings):
         ge=1,
         le=86_400,
         description="registry reads and /model/info cached this long; a new champion shows up within it, s",
+    )
+
+    auth: Literal["builtin", "oidc", "off"] | None = Field(
+        None,
+        validation_alias="UI_AUTH",
+        description="clinicians' login: builtin (users in the app's database), oidc (st.login), off (loopback "
+        "only); unset: oidc when .streamlit/secrets.toml has [auth], else builtin, off on loopback",
+    )
+    session_timeout_min: int = Field(
+        30, validation_alias="UI_SESSION_TIMEOUT_MIN", ge=1, le=24 * 60, description="idle minutes before logout"
+    )
+    login_max_failures: int = Field(
+        5, validation_alias="UI_LOGIN_MAX_FAILURES", ge=1, le=100, description="failed logins in a row → lockout"
+    )
+    lockout_min: int = Field(
+        15, validation_alias="UI_LOCKOUT_MIN", ge=1, le=24 * 60, description="minutes a locked account waits"
     )
 
     @property
