@@ -37,10 +37,7 @@ def _on_loopback() -> bool:
 
 
 def _oidc_configured() -> bool:
-    try:
-        return "auth" in st.secrets
-    except FileNotFoundError:  # no secrets.toml at all
-        return False
+    return st.secrets.load_if_toml_exists() and "auth" in st.secrets
 
 
 def require(settings: Settings) -> None:
