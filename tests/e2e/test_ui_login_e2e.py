@@ -18,6 +18,8 @@ from tests.test_ui_e2e import CHROMIUM, CHROMIUM_ARGS, wait_idle
 from tests.test_ui_stack import ROOT, free_port, wait_http
 from ui.i18n import tr
 
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
+
 pytestmark = pytest.mark.slow
 PASSWORD = "una contraseña larga"
 
@@ -60,6 +62,12 @@ def login(page: Any, user: str, password: str) -> None:
     page.get_by_label(tr("username", "es")).fill(user)
     page.get_by_label(tr("password", "es")).fill(password)
     page.get_by_role("button", name=tr("login_button", "es")).click()
+    # Each attempt must have been checked before the next one: see the run start (bcrypt takes a moment on a
+    # busy machine), then end.
+    try:
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="visible", timeout=5_000)
+    except PlaywrightTimeout:
+        pass  # already over
     wait_idle(page)
 
 
