@@ -88,6 +88,15 @@ def screenshot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def wait_rerun(page: Any) -> None:
+    """After a click: see the script run start (it may take a moment on a busy machine), then end."""
+    try:
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="visible", timeout=5_000)
+    except playwright_api.TimeoutError:
+        pass  # already over
+    wait_idle(page)
+
+
 def type_value(page: Any, feature: dict[str, Any], text: str) -> None:
     box = page.get_by_label(spec.label(feature, "es"), exact=True)
     box.fill(text)
@@ -314,7 +323,7 @@ def test_batch_upload_and_scored_download(
 
     # For other programs: the API's names and codes, decimal point.
     page.get_by_text(tr("machine_csv", "es")).click()
-    wait_idle(page)
+    wait_rerun(page)
     scored = pd.read_csv(downloaded("scored.csv"), dtype={"model_version": str})
     assert len(scored) == len(rows)
     assert list(scored.columns) == [*pd.read_csv(upload).columns, *RESULT_COLUMNS]

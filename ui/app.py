@@ -26,7 +26,9 @@ log = logging.getLogger("ui")
 # Clinicians get neither developer menus nor exception details (pages catch errors; this is the backstop).
 st.set_option("client.toolbarMode", "viewer")
 st.set_option("client.showErrorDetails", "none")
-st.set_page_config(page_title=t("app_title"), page_icon=":material/monitor_heart:", layout="wide")
+# An emoji favicon is drawn by the browser; a `:material/...:` one is fetched from fonts.gstatic.com, a request
+# to Google from every clinician's browser (tests/test_ui_e2e.py records any request leaving the app).
+st.set_page_config(page_title=t("app_title"), page_icon="🩺", layout="wide")
 i18n.language_selector()
 try:
     settings = load()  # every page reads the settings; a bad value stops here, named, instead of on some page
