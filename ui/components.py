@@ -90,7 +90,9 @@ def uploader_text() -> None:
         "<style>"
         '[data-testid="stFileUploaderDropzoneInstructions"]{display:none}'
         '[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"]{display:none}'
-        f'[data-testid="stFileUploaderDropzone"] button::after{{content:{button}}}'
+        # Only the button that had a text label: the file's delete button is an icon and stays one.
+        f'[data-testid="stFileUploaderDropzone"] button:has([data-testid="stMarkdownContainer"])::after'
+        f"{{content:{button}}}"
         "</style>"
     )
 
