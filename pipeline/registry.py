@@ -14,6 +14,7 @@ Command line (also the MLproject entry points ``promote`` and ``rollback``):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,9 +44,23 @@ class GateRule:
 @dataclass
 class GateResult:
     passed: bool
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # English, for logs and the `gate_reasons` tag
+    # The same reasons as {"code": ..., **parameters}, so the clinicians' app can word them in its language.
+    codes: list[dict[str, object]] = field(default_factory=list)
     champion_version: str | None = None
     champion_auc: float | None = None
+
+    def add(self, text: str, code: str, **params: object) -> None:
+        self.reasons.append(text)
+        self.codes.append({"code": code, **params})
+
+    def tags(self) -> dict[str, str]:
+        """The model version tags that record this verdict."""
+        return {
+            "gate": "passed" if self.passed else "failed",
+            "gate_reasons": "; ".join(self.reasons),
+            "gate_reason_codes": json.dumps(self.codes),
+        }
 
 
 class NothingToRollBack(MlflowException):
@@ -93,10 +108,11 @@ def gate(
     test data, by more than ``rule.max_auc_drop``."""
     result = GateResult(passed=new_auc >= rule.min_auc)
     if not result.passed:
-        result.reasons.append(f"ROC AUC {new_auc:.4f} is below the floor {rule.min_auc:.4f}")
+        result.add(f"ROC AUC {new_auc:.4f} is below the floor {rule.min_auc:.4f}", "below_floor",
+                   auc=new_auc, floor=rule.min_auc)  # fmt: skip
     result.champion_version = alias_version(client, name, alias)
     if result.champion_version is None:
-        result.reasons.append(f"no current {alias}")
+        result.add(f"no current {alias}", "no_champion", alias=alias)
     else:
         _against_served(result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
     return result
@@ -111,13 +127,17 @@ def _against_served(result: GateResult, name: str, alias: str, new_auc: float, X
         result.champion_auc = auc = float(roc_auc_score(y_test, p))
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
         result.passed = False
-        result.reasons.append(f"{served} cannot be scored on this test data ({type(exc).__name__}); promote by hand")
+        result.add(f"{served} cannot be scored on this test data ({type(exc).__name__}); promote by hand",
+                   "champion_unscorable", version=result.champion_version)  # fmt: skip
         return
     if new_auc < auc - max_drop:
         result.passed = False
-        result.reasons.append(f"ROC AUC {new_auc:.4f} is worse than {served} ({auc:.4f}) by more than {max_drop}")
+        result.add(f"ROC AUC {new_auc:.4f} is worse than {served} ({auc:.4f}) by more than {max_drop}",
+                   "worse_than_champion", auc=new_auc, version=result.champion_version, champion_auc=auc,
+                   max_drop=max_drop)  # fmt: skip
     else:
-        result.reasons.append(f"{served} scores ROC AUC {auc:.4f} on the same data")
+        result.add(f"{served} scores ROC AUC {auc:.4f} on the same data", "champion_score",
+                   version=result.champion_version, champion_auc=auc)  # fmt: skip
 
 
 def gate_and_promote(
@@ -127,8 +147,8 @@ def gate_and_promote(
     """Gate a new version, record the verdict on it and promote it to ``alias`` if it passed."""
     with deleted_on_failure(client, mv):
         result = gate(client, mv.name, alias, new_auc, X_test, y_test, rule)
-        client.set_model_version_tag(mv.name, mv.version, "gate", "passed" if result.passed else "failed")
-        client.set_model_version_tag(mv.name, mv.version, "gate_reasons", "; ".join(result.reasons))
+        for key, value in result.tags().items():
+            client.set_model_version_tag(mv.name, mv.version, key, value)
         if result.passed:
             promote(client, mv.name, str(mv.version), alias)
     return result

@@ -88,6 +88,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> 
     pytest.fail(f"{url} not ready after {timeout_s}s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+@pytest.fixture
+def login_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AppTest runs the app in this process, with no server: say it is bound to loopback, where the app allows
+    UI_AUTH=off (the login itself is tested in tests/unit/test_ui_login.py and tests/e2e/)."""
+    from streamlit import config
+
+    monkeypatch.setenv("UI_AUTH", "off")
+    previous = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", previous)
+
+
 _STACK: Stack | None = None
 
 

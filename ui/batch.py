@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ui import rules
 from ui.api import ApiValidationError
 from ui.spec import Feature
 
-# Output columns appended to the clinic's own columns (stable names: downstream tools may read the file).
-OUT_COLUMNS = ["probability", "risk_level", "risk_band", "label", "model_version", "errors"]
+# What scoring adds to each row, named as the API names it (the machine-readable download keeps these names;
+# ui/scored.py translates them for people).
+RESULT_COLUMNS = ["probability", "risk_level", "label", "model_version", "errors"]
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Problem:
     row: int  # 1-based data row (the header is not counted), as a clinician counts rows in a spreadsheet
     field: str
     rule: str  # code translated by the page: missing_column, required, not_number, out_of_range, ...
-    detail: str = ""  # e.g. the allowed range; never the submitted value
+    detail: str = ""  # the allowed categories; never the submitted value (ranges come from the spec)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Validation:
     missing_columns: list[str] = field(default_factory=list)
     duplicate_columns: list[str] = field(default_factory=list)  # features whose name matches several columns
     unknown_columns: list[str] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)  # feature name -> its column in ``frame``
     renamed_columns: list[tuple[str, str]] = field(default_factory=list)  # (header as read, name in the output)
 
     @property
@@ -99,13 +102,6 @@ def read_csv(data: bytes) -> pd.DataFrame:
     return frame
 
 
-def _to_number(col: pd.Series) -> pd.Series:
-    s = col.astype("string").str.strip()
-    # A decimal comma ("0,627") is read as a decimal point; thousands separators are not expected in this data.
-    s = s.str.replace(",", ".", regex=False)
-    return pd.to_numeric(s, errors="coerce")
-
-
 def _unique_headers(headers: list[str]) -> list[str]:
     """Blank headers become `columna_<position>` and repeated ones `<name>_2`, `<name>_3`...: pandas cannot write
     (nor the clinician tell apart) two columns with one name."""
@@ -147,31 +143,19 @@ def validate(frame: pd.DataFrame, features: list[Feature]) -> Validation:
                 result.problems.append(Problem(0, name, "missing_column"))
             result.values[name] = np.nan
             continue
-        raw = frame.iloc[:, cols[0]]
-        present = raw.notna() & (raw.astype("string").str.strip() != "")
-        if f.get("type") == "categorical":
-            cats = [str(c) for c in (f.get("categories") or [])]
-            vals = raw.astype("string").str.strip().where(present)
-            bad = present & ~vals.isin(cats)
-            result.values[name] = vals.where(~bad)
-            for i in np.flatnonzero(bad.to_numpy()):
-                result.problems.append(Problem(int(i) + 1, name, "not_category", ", ".join(cats)))
-        else:
-            nums = _to_number(raw).where(present)
-            not_num = present & nums.isna()
-            lo, hi = f.get("min"), f.get("max")
-            out = nums.notna() & (
-                (nums < (lo if lo is not None else -np.inf)) | (nums > (hi if hi is not None else np.inf))
-            )
-            frac = nums.notna() & bool(f.get("integer")) & (nums != np.floor(nums))
-            result.values[name] = nums.astype(float)
-            for rule, mask in (("not_number", not_num), ("out_of_range", out), ("not_integer", frac)):
-                for i in np.flatnonzero(mask.to_numpy()):
-                    detail = f"{lo:g}–{hi:g}" if rule == "out_of_range" and lo is not None and hi is not None else ""
-                    result.problems.append(Problem(int(i) + 1, name, rule, detail))
-        if not f.get("optional"):
-            for i in np.flatnonzero((~present).to_numpy()):
-                result.problems.append(Problem(int(i) + 1, name, "required"))
+        result.columns[name] = unique[cols[0]]
+        memo: dict[Any, tuple[Any, str | None]] = {}  # clinic data repeats values: check each one once
+        checked = [memo[v] if v in memo else memo.setdefault(v, rules.check(f, v)) for v in frame.iloc[:, cols[0]]]
+        numeric = f.get("type") != "categorical"
+        result.values[name] = pd.Series(
+            [np.nan if v is None and numeric else v for v, _ in checked],
+            index=frame.index,
+            dtype=float if numeric else object,
+        )
+        detail = ", ".join(str(c) for c in f.get("categories") or []) if not numeric else ""
+        for i, (_, rule) in enumerate(checked):
+            if rule is not None:
+                result.problems.append(Problem(i + 1, name, rule, detail if rule == "not_category" else ""))
     for row in frame.attrs.get("extra_field_rows", []):  # 1-based data rows, as csv.reader counted them
         result.problems.append(Problem(row, "", "extra_fields"))
     result.problems.sort(key=lambda p: (p.row, names.index(p.field) if p.field in names else -1))
@@ -202,14 +186,14 @@ def score(
     chunk_rows: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """The upload with OUT_COLUMNS appended; ``call`` sends one chunk to /predict and returns its 200 body.
+    """One row of RESULT_COLUMNS per uploaded row (same index); ``call`` sends one chunk to /predict and returns
+    its 200 body. Kept apart from the upload so no clinic column is ever overwritten (ui/scored.py joins them).
 
     A chunk the API rejects (422) gets the API's messages in ``errors``; other API failures propagate.
-    The risk_band and errors columns are filled by the page, which knows the language.
     """
-    out = validation.frame.copy()
-    for c in OUT_COLUMNS:
-        out[c] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    out = pd.DataFrame(
+        {c: [None] * len(validation.frame) for c in RESULT_COLUMNS}, index=validation.frame.index, dtype=object
+    )
     index = validation.valid_index
     done = 0
     for part in chunks(index, chunk_rows):
@@ -221,9 +205,7 @@ def score(
                 r = e.get("row")  # 0-based within the chunk; None means the whole request
                 targets = [part[r]] if isinstance(r, int) and 0 <= r < len(part) else part
                 for i in targets:
-                    pos = out.index[i]
-                    prev = out.at[pos, "errors"]
-                    out.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
+                    _append_error(out, i, msg)
         else:
             version = str((body.get("model") or {}).get("version", ""))
             for i, pred in zip(part, body["predictions"], strict=True):
@@ -236,3 +218,16 @@ def score(
         if progress is not None:
             progress(done, len(index))
     return out
+
+
+def add_errors(results: pd.DataFrame, problems: list[Problem], text: Callable[[Problem], str]) -> None:
+    """The validation problems of the rows that were not sent, as ``text`` words them, into ``errors``."""
+    for p in problems:
+        if p.row > 0:
+            _append_error(results, p.row - 1, text(p))
+
+
+def _append_error(results: pd.DataFrame, i: int, message: str) -> None:
+    pos = results.index[i]
+    prev = results.at[pos, "errors"]
+    results.at[pos, "errors"] = f"{prev}; {message}" if prev else message

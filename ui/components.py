@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from typing import Any
 
@@ -10,7 +11,7 @@ import streamlit as st
 
 from ui import spec
 from ui.api import ApiBadResponse, ApiError, ApiUnavailable, ApiValidationError, model_info
-from ui.i18n import current_lang, t
+from ui.i18n import current_lang, t, tr
 from ui.spec import Feature
 
 
@@ -52,6 +53,48 @@ def validation_errors(errors: list[dict[str, Any]], features: list[Feature], sho
         message = e.get("message") or e.get("rule") or ""
         lines.append(f"- {where}**{field_label(str(e.get('field', '')), features)}**: {message}")
     st.error(t("fix_fields") + "\n\n" + "\n".join(lines), icon=":material/edit:")
+
+
+def problem_text(rule: str, feature: Feature | None, detail: str = "") -> str:
+    """One broken input rule (ui/rules.py) in the clinician's words; a range is written from the spec, with its
+    unit and the language's decimal separator."""
+    if rule == "out_of_range" and feature is not None:
+        detail = spec.range_text(feature, current_lang())
+    return t(f"rule_{rule}", detail=detail)
+
+
+def gate_reasons(tags: dict[str, str], lang: str) -> str:
+    """A version's gate reasons in ``lang``, from the codes pipeline/registry.py records (``gate_reason_codes``);
+    versions registered before the codes existed only have the English text, shown as recorded."""
+    try:
+        codes = json.loads(tags.get("gate_reason_codes") or "null")
+    except ValueError:
+        codes = None
+    if not isinstance(codes, list):
+        return tags.get("gate_reasons", "")
+    words = []
+    for c in codes:
+        params = {k: spec.decimal(v, lang, 4) if isinstance(v, float) else v for k, v in c.items() if k != "code"}
+        try:
+            words.append(tr(f"gate_reason_{c.get('code')}", lang, **params))
+        except (KeyError, IndexError):  # a parameter this app does not know yet: say what is recorded
+            words.append(str(c.get("code")))
+    return "; ".join(words)
+
+
+def uploader_text() -> None:
+    """Streamlit's file uploader writes its button and size hint in English and offers no option to change
+    them: hide those two texts and draw ours (the label and help above say the size limit)."""
+    button = json.dumps(t("upload_button"))
+    st.html(
+        "<style>"
+        '[data-testid="stFileUploaderDropzoneInstructions"]{display:none}'
+        '[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"]{display:none}'
+        # Only the button that had a text label: the file's delete button is an icon and stays one.
+        f'[data-testid="stFileUploaderDropzone"] button:has([data-testid="stMarkdownContainer"])::after'
+        f"{{content:{button}}}"
+        "</style>"
+    )
 
 
 def _text_color(hex_color: str) -> str:
@@ -109,11 +152,22 @@ def contributions_chart(contributions: dict[str, float], features: list[Feature]
                 scale=alt.Scale(domain=[t("raises"), t("lowers")], range=["#c62828", "#2e7d32"]),
                 legend=alt.Legend(title=None, orient="bottom"),
             ),
-            tooltip=[alt.Tooltip("feature:N", title=t("feature")), alt.Tooltip("value:Q", format="+.3f")],
+            tooltip=[
+                alt.Tooltip("feature:N", title=t("feature")),
+                alt.Tooltip("value:Q", title=t("contribution_axis"), format="+.3f"),
+            ],
         )
         .properties(height=36 * len(rows) + 40)
+        .configure(locale={"number": NUMBER_LOCALE[lang]})  # axis and tooltip numbers: «0,5» in Spanish
     )
     st.altair_chart(chart, width="stretch")
+
+
+# Vega's number locale (d3-format) per app language.
+NUMBER_LOCALE = {
+    "es": {"decimal": ",", "thousands": ".", "grouping": [3], "currency": ["", " €"]},
+    "en": {"decimal": ".", "thousands": ",", "grouping": [3], "currency": ["$", ""]},
+}
 
 
 def sigmoid(x: float) -> float:

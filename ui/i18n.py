@@ -20,6 +20,12 @@ STRINGS: dict[str, dict[str, str]] = {
     "nav_individual": {"es": "Evaluación individual", "en": "Individual assessment"},
     "nav_batch": {"es": "Evaluación por lotes", "en": "Batch assessment"},
     "nav_model": {"es": "Modelo", "en": "Model"},
+    "not_found_title": {"es": "Página no encontrada", "en": "Page not found"},
+    "not_found_text": {
+        "es": "La dirección {path} no corresponde a ninguna página de esta aplicación.",
+        "en": "The address {path} is not a page of this app.",
+    },
+    "not_found_link": {"es": "Ir a la evaluación individual", "en": "Go to the individual assessment"},
     "sidebar_disclaimer": {
         "es": "Herramienta de apoyo al cribado. No es un diagnóstico.",
         "en": "Screening aid. Not a diagnosis.",
@@ -27,6 +33,31 @@ STRINGS: dict[str, dict[str, str]] = {
     "unexpected_error": {
         "es": "Se produjo un error inesperado en esta página. Recárguela; si persiste, avise al equipo técnico.",
         "en": "An unexpected error occurred on this page. Reload it; if it persists, tell the technical team.",
+    },
+    # ---- login ----
+    "login_title": {"es": "Acceso para profesionales", "en": "Clinician sign-in"},
+    "username": {"es": "Usuario", "en": "User name"},
+    "password": {"es": "Contraseña", "en": "Password"},
+    "login_button": {"es": "Entrar", "en": "Sign in"},
+    "login_oidc": {"es": "Entrar con la cuenta de la organización", "en": "Sign in with your organisation account"},
+    "login_failed": {"es": "Usuario o contraseña incorrectos.", "en": "Wrong user name or password."},
+    "login_locked": {
+        "es": "Demasiados intentos fallidos: la cuenta queda bloqueada {minutes} minutos.",
+        "en": "Too many failed attempts: the account is locked for {minutes} minutes.",
+    },
+    "session_expired": {
+        "es": "La sesión se cerró por inactividad. Vuelva a entrar.",
+        "en": "The session ended after a period of inactivity. Sign in again.",
+    },
+    "logged_in_as": {"es": "Sesión de {user}", "en": "Signed in as {user}"},
+    "logout": {"es": "Salir", "en": "Sign out"},
+    "auth_off_refused": {
+        "es": "El acceso sin identificación solo se permite en un equipo local. Avise al equipo técnico.",
+        "en": "Access without sign-in is only allowed on a local machine. Tell the technical team.",
+    },
+    "settings_invalid": {
+        "es": "La aplicación está mal configurada y no puede funcionar. Avise al equipo técnico: {detail}",
+        "en": "The app is misconfigured and cannot work. Tell the technical team: {detail}",
     },
     "disclaimer": {
         "es": "**Ayuda para el cribado, no un diagnóstico.** Un resultado de este modelo no confirma ni descarta "
@@ -132,9 +163,31 @@ STRINGS: dict[str, dict[str, str]] = {
     "download_template": {"es": "Descargar plantilla CSV", "en": "Download CSV template"},
     "upload_label": {"es": "Archivo CSV de pacientes", "en": "Patients CSV file"},
     "upload_help": {
-        "es": "Una fila por paciente, con las columnas indicadas arriba.",
-        "en": "One row per patient, with the columns listed above.",
+        "es": "Una fila por paciente, con las columnas indicadas arriba. Tamaño máximo: {size} MB.",
+        "en": "One row per patient, with the columns listed above. Maximum size: {size} MB.",
     },
+    "upload_button": {"es": "Elegir archivo", "en": "Choose file"},
+    "machine_csv": {
+        "es": "Archivo para otros programas (punto decimal, nombres de columna de la API)",
+        "en": "File for other programs (decimal point, the API's column names)",
+    },
+    "machine_csv_help": {
+        "es": "Sin marcar, el archivo está pensado para leerlo: columnas en español, coma decimal y «;» como "
+        "separador. Marcado, usa los nombres y códigos de la API (probability, risk_level, label) y el punto "
+        "decimal, para importarlo en otro sistema.",
+        "en": "Unticked, the file is meant to be read: columns in English, decimal point, comma-separated. "
+        "Ticked, it uses the API's names and codes (probability, risk_level, label), for import into another "
+        "system.",
+    },
+    "renamed_results": {
+        "es": "El archivo ya tenía columnas con el nombre de un resultado; los resultados se llaman así: {columns}",
+        "en": "The file already had columns named like a result; the results are named: {columns}",
+    },
+    "col_probability": {"es": "probabilidad (%)", "en": "probability (%)"},
+    "col_risk_level": {"es": "nivel de riesgo", "en": "risk level"},
+    "col_label": {"es": "clasificación", "en": "classification"},
+    "col_model_version": {"es": "versión del modelo", "en": "model version"},
+    "col_errors": {"es": "errores", "en": "errors"},
     "csv_unreadable": {
         "es": "No se pudo leer el archivo como CSV. Compruebe el formato.",
         "en": "The file could not be read as CSV. Check its format.",
@@ -181,6 +234,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "the row has more values than the header has columns (not scored, so no value is shifted)",
     },
     "rule_not_category": {"es": "valor no admitido (admitidos: {detail})", "en": "value not allowed ({detail})"},
+    "rule_duplicate_column": {"es": "columna repetida", "en": "repeated column"},
     "score_button": {"es": "Evaluar {n} filas válidas", "en": "Score {n} valid rows"},
     "scoring_progress": {"es": "Evaluando… {done}/{total}", "en": "Scoring… {done}/{total}"},
     "scored_title": {"es": "Resultados", "en": "Results"},
@@ -216,6 +270,24 @@ STRINGS: dict[str, dict[str, str]] = {
     "gate_passed": {"es": "superado", "en": "passed"},
     "gate_failed": {"es": "no superado", "en": "failed"},
     "gate_reasons": {"es": "Motivos", "en": "Reasons"},
+    # Gate reasons, from the codes pipeline/registry.py records with each version.
+    "gate_reason_below_floor": {
+        "es": "ROC AUC {auc} por debajo del mínimo {floor}",
+        "en": "ROC AUC {auc} is below the floor {floor}",
+    },
+    "gate_reason_no_champion": {"es": "no había modelo en servicio (champion)", "en": "no current champion"},
+    "gate_reason_champion_unscorable": {
+        "es": "el champion v{version} no puede evaluarse con estos datos de prueba; promoción manual",
+        "en": "champion v{version} cannot be scored on this test data; promote by hand",
+    },
+    "gate_reason_worse_than_champion": {
+        "es": "ROC AUC {auc} peor que la del champion v{version} ({champion_auc}) en más de {max_drop}",
+        "en": "ROC AUC {auc} is worse than champion v{version} ({champion_auc}) by more than {max_drop}",
+    },
+    "gate_reason_champion_score": {
+        "es": "el champion v{version} obtiene ROC AUC {champion_auc} con los mismos datos",
+        "en": "champion v{version} scores ROC AUC {champion_auc} on the same data",
+    },
     "select_version": {"es": "Ficha de la versión", "en": "Card for version"},
     "card_title": {"es": "Ficha del modelo {name} · v{version}", "en": "Model card {name} · v{version}"},
     "intended_use_title": {"es": "Uso previsto", "en": "Intended use"},
@@ -295,10 +367,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "- Every figure comes from a single held-out set: with few patients, its uncertainty is wide.\n"
         "- Optional inputs that were not measured are imputed with the training median, which adds "
         "uncertainty.",
-    },
-    "full_card": {
-        "es": "Ficha completa registrada (en inglés)",
-        "en": "Full registered model card",
     },
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.settings import apply_mlflow_http_defaults, load
+from ui.settings import load
 
 _TTL_S = load().cache_ttl_s
 ARTIFACT_TTL_S = 3600  # run artifacts never change once logged
@@ -29,7 +29,7 @@ class ModelNotFound(RegistryError):
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
-    apply_mlflow_http_defaults()
+    load().apply_mlflow_defaults()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

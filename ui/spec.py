@@ -22,8 +22,16 @@ def label(feature: Feature, lang: str, with_unit: bool = True) -> str:
     return f"{text} ({unit})" if with_unit and unit else text
 
 
-def _fmt(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, int | float) else str(x)
+def decimal(x: float, lang: str, digits: int | None = None) -> str:
+    """A number as a clinician of ``lang`` writes it: decimal comma in Spanish, point in English.
+
+    ``digits`` fixes the decimals; None gives the shortest form (33.6, 21, 0.05)."""
+    text = f"{x:g}" if digits is None else f"{x:.{digits}f}"
+    return text.replace(".", ",") if lang == "es" else text
+
+
+def _fmt(x: Any, lang: str) -> str:
+    return decimal(x, lang) if isinstance(x, int | float) else str(x)
 
 
 def range_text(feature: Feature, lang: str) -> str:
@@ -31,37 +39,22 @@ def range_text(feature: Feature, lang: str) -> str:
     if lo is None and hi is None:
         return ""
     if lo is None:
-        return f"≤ {_fmt(hi)} {unit}".strip()
+        return f"≤ {_fmt(hi, lang)} {unit}".strip()
     if hi is None:
-        return f"≥ {_fmt(lo)} {unit}".strip()
-    return f"{_fmt(lo)}–{_fmt(hi)} {unit}".strip()
-
-
-def number_input_args(feature: Feature) -> dict[str, Any]:
-    """min/max/step/format for st.number_input: ints for whole-number features (Streamlit needs one numeric
-    type across min, max and step), floats with a step sized to the range otherwise."""
-    lo, hi = feature.get("min"), feature.get("max")
-    if feature.get("integer"):
-        return {
-            "min_value": None if lo is None else int(lo),
-            "max_value": None if hi is None else int(hi),
-            "step": 1,
-            "format": "%d",
-        }
-    span = (hi - lo) if lo is not None and hi is not None else 100.0
-    step, fmt = (1.0, "%.1f") if span > 50 else (0.1, "%.2f") if span > 5 else (0.01, "%.3f")
-    return {
-        "min_value": None if lo is None else float(lo),
-        "max_value": None if hi is None else float(hi),
-        "step": step,
-        "format": fmt,
-    }
+        return f"≥ {_fmt(lo, lang)} {unit}".strip()
+    return f"{_fmt(lo, lang)}–{_fmt(hi, lang)} {unit}".strip()
 
 
 def band_for(bands: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((b for b in bands if b.get("name") == name), None)
 
 
-def format_probability(p: float) -> str:
-    """The one rounding used wherever a probability is shown (the end-to-end test relies on it)."""
-    return f"{100 * p:.1f} %"
+def format_probability(p: float, lang: str) -> str:
+    """The one rounding used wherever a probability is shown (the end-to-end test relies on it): «81,3 %» in
+    Spanish, «81.3 %» in English."""
+    return f"{decimal(100 * p, lang, 1)} %"
+
+
+def format_percent(p: float, lang: str) -> str:
+    """A whole percentage (risk band limits, thresholds): «20 %»."""
+    return f"{decimal(100 * p, lang, 0)} %"

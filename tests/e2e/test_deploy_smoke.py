@@ -64,6 +64,6 @@ def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, t
 
         app = stack.url("diabetes-streamlit")
         shown = probability_shown_by_app(app, info["features"], patient, ARTIFACTS / "deploy-smoke-app.png")
-        assert shown == spec.format_probability(expected)
+        assert shown == spec.format_probability(expected, "es")
     finally:
         stack.stop()

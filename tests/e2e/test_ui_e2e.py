@@ -26,7 +26,7 @@ import requests
 from tests.conftest import example_patient as patient
 from tests.ui_stack import ARTIFACTS_DIR, ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401
 from ui import spec
-from ui.batch import OUT_COLUMNS
+from ui.batch import RESULT_COLUMNS
 from ui.i18n import tr
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -57,6 +57,7 @@ class App:
     page: Any  # playwright Page, Spanish UI
     first_page_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    outside: list[str] = field(default_factory=list)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -88,6 +89,28 @@ def screenshot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def wait_rerun(page: Any) -> None:
+    """After a click: see the script run start (it may take a moment on a busy machine), then end."""
+    try:
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="visible", timeout=5_000)
+    except playwright_api.TimeoutError:
+        pass  # already over
+    wait_idle(page)
+
+
+def type_value(page: Any, feature: dict[str, Any], text: str) -> None:
+    box = page.get_by_label(spec.label(feature, "es"), exact=True)
+    box.fill(text)
+    box.press("Enter")
+    wait_idle(page)
+
+
+def probability_shown(page: Any, timeout_ms: int = 30_000) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=tr("probability", "es"))
+    metric.wait_for(timeout=timeout_ms)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
 @pytest.fixture(scope="module")
 def app(ui_stack: Stack) -> Iterator[App]:  # noqa: F811 - pytest fixture injection
     from playwright.sync_api import sync_playwright
@@ -95,12 +118,19 @@ def app(ui_stack: Stack) -> Iterator[App]:  # noqa: F811 - pytest fixture inject
     port = free_port()
     log = ARTIFACTS_DIR / "ui-e2e-streamlit.log"
     ARTIFACTS_DIR.mkdir(exist_ok=True)
-    env = {**ui_stack.env, "API_BASE_URL": ui_stack.api_url, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    # No STREAMLIT_* overrides: the project's .streamlit/config.toml (usage statistics off) is what is tested.
+    env = {k: v for k, v in ui_stack.env.items() if not k.startswith("STREAMLIT_")}
+    env["API_BASE_URL"] = ui_stack.api_url
     with sync_playwright() as pw:
         # The browser is up before the server starts, so the measurement below is the app's time, not Chromium's.
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", accept_downloads=True)
         page = context.new_page()
+        outside: list[str] = []  # every request the app makes to anything but itself (usage statistics...)
+        page.on(
+            "request",
+            lambda r: None if r.url.startswith(("http://127.0.0.1", "data:", "blob:")) else outside.append(r.url),
+        )
         with log.open("wb") as fh:
             proc = subprocess.Popen(
                 [
@@ -131,9 +161,10 @@ def app(ui_stack: Stack) -> Iterator[App]:  # noqa: F811 - pytest fixture inject
             page.goto(url)
             # Interactive = the submit button and every input of the generated form are rendered and enabled.
             page.get_by_role("button", name=tr("submit", "es")).wait_for(timeout=30_000)
-            page.locator('[data-testid="stNumberInput"] input:enabled').first.wait_for(timeout=30_000)
+            page.locator('[data-testid="stTextInput"] input:enabled').first.wait_for(timeout=30_000)
             first_page_s = time.monotonic() - t0
             result = App(url, proc, page, first_page_s, {"server_up_s": t0 - t_spawn, "first_page_s": first_page_s})
+            result.outside = outside
             yield result
         finally:
             proc.terminate()
@@ -170,24 +201,75 @@ def test_individual_form_shows_the_api_probability(app: App, ui_stack: Stack, in
     page = app.page
     values = patient(info["features"])
     for f in info["features"]:
-        box = page.get_by_label(spec.label(f, "es"), exact=True)
-        box.fill(str(values[f["name"]]))
-        box.press("Enter")
-        wait_idle(page)
+        type_value(page, f, spec.decimal(values[f["name"]], "es"))
     page.get_by_role("button", name=tr("submit", "es")).click()
-    metric = page.locator('[data-testid="stMetric"]').filter(has_text=tr("probability", "es"))
-    metric.wait_for(timeout=30_000)
-    shown = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    shown = probability_shown(page)
 
     resp = requests.post(f"{ui_stack.api_url}/predict", json=[values], timeout=10)
     expected = resp.json()["predictions"][0]
-    assert shown == spec.format_probability(expected["probability"])
+    assert shown == spec.format_probability(expected["probability"], "es")
     band = spec.band_for(info["risk_bands"], expected["risk_level"])
     assert page.locator('[data-testid="risk-band"]').inner_text().strip() == spec.localized(band["label"], "es")
     page.get_by_text(tr("disclaimer", "es").split("**")[1]).wait_for()
     wait_idle(page)
     page.wait_for_timeout(500)  # let the chart finish drawing for the screenshot
     screenshot(page, "1-evaluacion-individual")
+
+
+def test_a_changed_value_never_leaves_the_old_result(app: App, ui_stack: Stack, info: dict[str, Any]) -> None:  # noqa: F811
+    """Issue 11, in a real browser: after a valid result, age 15 and «Calcular riesgo» must remove the old risk
+    and say the range; «33,6» is 33.6 (the number field made it 336)."""
+    page = app.page
+    page.goto(app.url)
+    features = {f["name"]: f for f in info["features"]}
+    values = patient(info["features"])
+    for f in info["features"]:
+        type_value(page, f, spec.decimal(values[f["name"]], "es"))
+    page.get_by_role("button", name=tr("submit", "es")).click()
+    first = probability_shown(page)
+
+    age = next(f for f in info["features"] if f.get("integer") and f["min"] > 15)
+    type_value(page, age, "15")
+    page.get_by_role("button", name=tr("submit", "es")).click()
+    wait_idle(page)
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=30_000)
+    assert tr("rule_out_of_range", "es", detail=spec.range_text(age, "es")) in error.inner_text()
+    assert page.locator('[data-testid="stMetric"]').count() == 0, f"old result {first} still on screen"
+    screenshot(page, "5-fuera-de-rango")
+
+    type_value(page, age, str(values[age["name"]]))
+    bmi = features["imc"]
+    type_value(page, bmi, "33,6")
+    page.get_by_role("button", name=tr("submit", "es")).click()
+    shown = probability_shown(page)
+    expected = requests.post(f"{ui_stack.api_url}/predict", json=[{**values, "imc": 33.6}], timeout=10).json()
+    assert shown == spec.format_probability(expected["predictions"][0]["probability"], "es")
+    assert "," in shown and "." not in shown
+
+
+def test_unknown_paths_get_a_spanish_page(app: App) -> None:
+    """`/individual` (the default page's name) opens that page; any other unknown path says so in Spanish.
+    Streamlit's own answer is an English "Page not found" dialog."""
+    page = app.page
+    page.goto(f"{app.url}/individual")
+    page.get_by_role("button", name=tr("submit", "es")).wait_for(timeout=30_000)
+    wait_idle(page)
+    page.wait_for_timeout(1000)
+    assert page.get_by_text("Page not found").count() == 0
+    page.goto(f"{app.url}/no-existe")
+    page.get_by_text(tr("not_found_title", "es")).first.wait_for(timeout=30_000)
+    wait_idle(page)
+    page.wait_for_timeout(1000)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_text(tr("not_found_text", "es", path="/no-existe")).count() == 1
+    screenshot(page, "6-no-encontrada")
+
+
+def test_no_usage_statistics_leave_the_app(app: App) -> None:
+    """.streamlit/config.toml: browser.gatherUsageStats = false. Every page so far made requests only to the
+    app itself (the fixture records any other)."""
+    assert app.outside == []
 
 
 def test_batch_upload_and_scored_download(
@@ -209,6 +291,12 @@ def test_batch_upload_and_scored_download(
 
     page = app.page
     page.goto(f"{app.url}/lotes")
+    dropzone = page.locator('[data-testid="stFileUploaderDropzone"]')
+    dropzone.wait_for(timeout=30_000)
+    # Streamlit's uploader writes "Upload" and "200MB per file • CSV" in English: replaced by our text.
+    button_text = dropzone.locator("button").evaluate("b => getComputedStyle(b, '::after').content")
+    assert button_text == f'"{tr("upload_button", "es")}"'
+    assert "Upload" not in dropzone.inner_text() and "per file" not in dropzone.inner_text()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
     score = page.get_by_role("button", name=tr("score_button", "es", n=29))
     score.wait_for(timeout=30_000)
@@ -217,21 +305,34 @@ def test_batch_upload_and_scored_download(
     download = page.get_by_role("button", name=tr("download_scored", "es"))
     download.wait_for(timeout=60_000)
     wait_idle(page)
-    with page.expect_download() as event:
-        download.click()
-    saved = tmp_path / "scored.csv"
-    event.value.save_as(saved)
     screenshot(page, "2-evaluacion-por-lotes")
 
-    scored = pd.read_csv(saved, dtype={"model_version": str})
-    assert len(scored) == len(rows)
-    assert list(scored.columns) == [*pd.read_csv(upload).columns, *OUT_COLUMNS]
-    assert scored["id"].tolist() == [r["id"] for r in rows]
-    assert scored["probability"].isna().tolist() == [i == 3 for i in range(30)]
-    assert isinstance(scored.loc[3, "errors"], str) and required["name"] in scored.loc[3, "errors"]
+    def downloaded(name: str) -> Path:
+        with page.expect_download() as event:
+            download.click()
+        event.value.save_as(tmp_path / name)
+        return tmp_path / name
+
+    # For people, in Spanish: Spanish column names, decimal comma, `;`.
+    human = pd.read_csv(downloaded("evaluado.csv"), sep=";", dtype=str, encoding="utf-8-sig", keep_default_na=False)
+    names = [tr(f"col_{c}", "es") for c in RESULT_COLUMNS]
+    assert list(human.columns) == [*pd.read_csv(upload).columns, *names]
     valid = [i for i in range(30) if i != 3]
     patients = [{k: v for k, v in rows[i].items() if k != "id"} for i in valid]
     expected = requests.post(f"{ui_stack.api_url}/predict", json=patients, timeout=10).json()["predictions"]
+    assert human.loc[valid, names[0]].tolist() == [spec.decimal(100 * p["probability"], "es", 1) for p in expected]
+    assert human.loc[3, names[0]] == "" and required["name"] in human.loc[3, names[-1]]
+    assert all("." not in v for v in human[names[0]])
+
+    # For other programs: the API's names and codes, decimal point.
+    page.get_by_text(tr("machine_csv", "es")).click()
+    wait_rerun(page)
+    scored = pd.read_csv(downloaded("scored.csv"), dtype={"model_version": str})
+    assert len(scored) == len(rows)
+    assert list(scored.columns) == [*pd.read_csv(upload).columns, *RESULT_COLUMNS]
+    assert scored["id"].tolist() == [r["id"] for r in rows]
+    assert scored["probability"].isna().tolist() == [i == 3 for i in range(30)]
+    assert isinstance(scored.loc[3, "errors"], str) and required["name"] in scored.loc[3, "errors"]
     assert scored.loc[valid, "probability"].tolist() == pytest.approx([p["probability"] for p in expected], abs=1e-12)
     assert scored.loc[valid, "risk_level"].tolist() == [p["risk_level"] for p in expected]
     assert scored.loc[valid, "model_version"].astype(str).unique().tolist() == [str(info["version"])]

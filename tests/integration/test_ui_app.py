@@ -1,4 +1,4 @@
-"""Streamlit AppTest for each page of the clinicians' app, against the real API and registry (tests/test_ui_stack)."""
+"""Streamlit AppTest for each page of the clinicians' app, against the real API and registry (tests/ui_stack.py)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,20 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import example_patient as patient
-from tests.ui_stack import ROOT, Stack, free_port, ui_stack, wait_http  # noqa: F401 - ui_stack is a fixture
+from tests.ui_stack import ROOT, Stack, free_port, login_off, ui_stack, wait_http  # noqa: F401 - fixtures
 from ui import spec
 from ui.i18n import calibration_name, tr
-from ui.settings import MLFLOW_HTTP_DEFAULTS
+from ui.settings import MLFLOW_HTTP_VARS
 
 APP = str(ROOT / "ui" / "app.py")
 TIMEOUT_S = 60  # first runs import pandas/altair/mlflow; later runs take milliseconds
-
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _restore_mlflow_http_env() -> Iterator[None]:
     """AppTest runs the app in this process, and the app sets MLflow HTTP retry defaults: undo them afterwards
     so other test modules keep MLflow's own defaults."""
-    saved = {k: os.environ.get(k) for k in MLFLOW_HTTP_DEFAULTS}
+    saved = {k: os.environ.get(k) for k in MLFLOW_HTTP_VARS}
     yield
     for key, value in saved.items():
         if value is None:
@@ -46,7 +45,7 @@ def info(ui_stack: Stack) -> dict[str, Any]:  # noqa: F811 - pytest fixture inje
 
 
 @pytest.fixture
-def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa: F811
+def app_env(ui_stack: Stack, monkeypatch: pytest.MonkeyPatch, login_off: None) -> Stack:  # noqa: F811
     """AppTest runs the script in this process: point its settings (read from os.environ) at the stack."""
     for key in ("API_HOSTPORT", "MLFLOW_TRACKING_HOSTPORT", "MODEL_NAME", "MODEL_ALIAS"):
         monkeypatch.delenv(key, raising=False)
@@ -69,16 +68,21 @@ def run_app(page: str | None = None) -> AppTest:
     return at
 
 
-def fill(at: AppTest, values: dict[str, Any]) -> None:
+def fill(at: AppTest, values: dict[str, Any], lang: str = "es") -> None:
+    """Type each value as a clinician of ``lang`` writes it (decimal comma in Spanish)."""
     for name, value in values.items():
-        at.number_input(key=f"feat_{name}").set_value(value)
+        at.text_input(key=f"feat_{name}").set_value(spec.decimal(value, lang))
+
+
+def probability_shown(at: AppTest, lang: str = "es") -> str | None:
+    return next((m.value for m in at.metric if m.label == tr("probability", lang)), None)
 
 
 # ---- Evaluación individual ---------------------------------------------------------------------------------
 def test_form_has_one_widget_per_spec_feature(app_env: Stack, info: dict[str, Any]) -> None:
     at = run_app()
     features = info["features"]
-    inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
+    inputs = [w for w in at.text_input if str(w.key).startswith("feat_")]
     selects = [w for w in at.selectbox if str(w.key).startswith("feat_")]
     # Exactly one widget per feature (the two-column layout orders them column by column).
     assert sorted(w.key for w in [*inputs, *selects]) == sorted(f"feat_{f['name']}" for f in features)
@@ -86,8 +90,8 @@ def test_form_has_one_widget_per_spec_feature(app_env: Stack, info: dict[str, An
     for f in features:
         w = by_key[f"feat_{f['name']}"]
         assert w.label == spec.label(f, "es")  # Spanish by default, with the unit
-        assert (w.min, w.max) == (f["min"], f["max"])
-        assert w.value is None  # no invented defaults: the clinician types every value
+        assert tr("valid_range", "es", range=spec.range_text(f, "es")) in w.help
+        assert w.value == ""  # no invented defaults: the clinician types every value
     optional = {f["name"] for f in features if f.get("optional")}
     assert {str(c.key).removeprefix("nm_") for c in at.checkbox if str(c.key).startswith("nm_")} == optional
     assert at.title[0].value == tr("individual_title", "es")
@@ -101,8 +105,7 @@ def test_submit_shows_the_api_probability(app_env: Stack, info: dict[str, Any]) 
     at.button(key="submit").click().run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
-    probability = next(m for m in at.metric if m.label == tr("probability", "es"))
-    assert probability.value == spec.format_probability(expected["probability"])
+    assert probability_shown(at) == spec.format_probability(expected["probability"], "es")
     band = spec.band_for(info["risk_bands"], expected["risk_level"])
     page_md = "\n".join(m.value for m in at.markdown)
     assert spec.localized(band["label"], "es") in page_md and band["color"] in page_md
@@ -119,12 +122,11 @@ def test_not_measured_leaves_the_field_out(app_env: Stack, info: dict[str, Any])
     at = run_app()
     fill(at, values)
     at.checkbox(key=f"nm_{optional}").check().run()
-    assert at.number_input(key=f"feat_{optional}").disabled
+    assert at.text_input(key=f"feat_{optional}").disabled
     at.button(key="submit").click().run()
     del values[optional]
     expected = api_predict(app_env, [values])[0]
-    probability = next(m for m in at.metric if m.label == tr("probability", "es"))
-    assert probability.value == spec.format_probability(expected["probability"])
+    assert probability_shown(at) == spec.format_probability(expected["probability"], "es")
 
 
 def test_api_422_is_shown_per_field(app_env: Stack, info: dict[str, Any]) -> None:
@@ -138,15 +140,73 @@ def test_api_422_is_shown_per_field(app_env: Stack, info: dict[str, Any]) -> Non
     assert not at.metric  # no result
     message = at.error[0].value
     assert spec.label(required[0], "es") in message  # the clinician's label, not the API field name
-    assert "obligatorio" in message  # the API's message, in Spanish
+    assert "obligatorio" in message  # in Spanish
     assert "Traceback" not in message
+
+
+def _result_then(at: AppTest, info: dict[str, Any], field: str, typed: str) -> AppTest:
+    """A valid result on screen, then ``typed`` in ``field`` and «Calcular riesgo» again."""
+    fill(at, patient(info["features"]))
+    at.button(key="submit").click().run()
+    assert probability_shown(at) is not None
+    at.text_input(key=f"feat_{field}").set_value(typed)
+    at.button(key="submit").click().run()
+    assert not at.exception
+    return at
+
+
+def test_out_of_range_value_removes_the_previous_result(app_env: Stack, info: dict[str, Any]) -> None:
+    """Issue 11: age 15 after a valid result left the old risk on screen beside the new values."""
+    age = next(f for f in info["features"] if f.get("integer") and f["min"] > 15)
+    at = _result_then(run_app(), info, age["name"], "15")
+    assert probability_shown(at) is None and not at.get("arrow_vega_lite_chart")
+    message = at.error[0].value
+    rule = tr("rule_out_of_range", "es", detail=spec.range_text(age, "es"))
+    assert f"**{spec.label(age, 'es')}**: {rule}" in message
+    assert "obligatorio" not in message
+
+
+def test_out_of_range_glucose_says_out_of_range_with_the_range(app_env: Stack, info: dict[str, Any]) -> None:
+    glucose = next(f for f in info["features"] if f["name"] == "glucosa")
+    at = _result_then(run_app(), info, "glucosa", spec.decimal(glucose["max"] + 100, "es"))
+    assert probability_shown(at) is None
+    assert at.error[0].value.endswith(tr("rule_out_of_range", "es", detail=spec.range_text(glucose, "es")))
+    assert "mg/dL" in at.error[0].value and "obligatorio" not in at.error[0].value
+
+
+def test_a_decimal_comma_is_read_as_a_decimal_separator(app_env: Stack, info: dict[str, Any]) -> None:
+    """«33,6» is 33.6 (the browser's number field made it 336, out of range, and kept the old result)."""
+    bmi = next(f for f in info["features"] if not f.get("integer") and f["min"] < 33.6 < f["max"] < 336)
+    values = {**patient(info["features"]), bmi["name"]: 40.0}
+    at = run_app()
+    fill(at, values)
+    at.button(key="submit").click().run()
+    before = probability_shown(at)
+    at.text_input(key=f"feat_{bmi['name']}").set_value("33,6")
+    assert probability_shown(at.run()) is None  # values changed: the old risk is gone before any click
+    at.button(key="submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    expected = api_predict(app_env, [{**values, bmi["name"]: 33.6}])[0]
+    assert probability_shown(at) == spec.format_probability(expected["probability"], "es") != before
+    assert "," in probability_shown(at)  # «81,3 %», not «81.3 %»
+
+
+def test_english_ui_uses_a_decimal_point(app_env: Stack, info: dict[str, Any]) -> None:
+    values = patient(info["features"])
+    at = run_app()
+    at.selectbox(key="lang").set_value("en").run()
+    fill(at, values, "en")
+    at.button(key="submit").click().run()
+    expected = api_predict(app_env, [values])[0]
+    assert probability_shown(at, "en") == spec.format_probability(expected["probability"], "en")
+    assert "." in probability_shown(at, "en")
 
 
 def test_language_switch_changes_labels(app_env: Stack, info: dict[str, Any]) -> None:
     at = run_app()
     at.selectbox(key="lang").set_value("en").run()
     assert at.title[0].value == tr("individual_title", "en")
-    inputs = [w for w in at.number_input if str(w.key).startswith("feat_")]
+    inputs = [w for w in at.text_input if str(w.key).startswith("feat_")]
     labels = {w.key: w.label for w in inputs}
     assert labels == {f"feat_{f['name']}": spec.label(f, "en") for f in info["features"] if f["type"] == "numeric"}
     assert at.button(key="submit").label == tr("submit", "en")
@@ -172,6 +232,10 @@ def test_registry_down_shows_a_banner(app_env: Stack, monkeypatch: pytest.Monkey
     at = run_app("views/model.py")
     assert [e.value for e in at.error] == [tr("registry_down", "es", uri=closed)]
     assert "Traceback" not in "".join(e.value for e in at.error)
+
+
+def scored_table(at: AppTest, lang: str = "es") -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if tr("col_risk_level", lang) in d.value.columns)
 
 
 # ---- Evaluación por lotes -----------------------------------------------------------------------------------
@@ -209,14 +273,35 @@ def test_batch_validation_report_and_scoring(app_env: Stack, info: dict[str, Any
     at.button(key="score").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.get("download_button"), "no download button"
-    scored = next(d.value for d in at.dataframe if "risk_level" in d.value.columns)
+    scored = scored_table(at)
     assert scored["id"].tolist() == ["A", "B", "C", "D", "E", "F"]
     expected = api_predict(app_env, [good, {k: v for k, v in rows[5].items() if k != "id"}])
-    shown = scored["probability"].tolist()
-    assert shown[0] == spec.format_probability(expected[0]["probability"])
-    assert shown[5] == spec.format_probability(expected[1]["probability"])
+    shown = scored[tr("col_probability", "es")].tolist()
+    assert shown[0] == spec.format_probability(expected[0]["probability"], "es")
+    assert shown[5] == spec.format_probability(expected[1]["probability"], "es")
     assert shown[1:5] == ["", "", "", ""]
-    assert scored["errors"].iloc[1:5].notna().all()
+    assert (scored[tr("col_errors", "es")].iloc[1:5] != "").all()
+    assert not {"probability", "risk_level", "label"} & set(scored.columns)  # no English column names
+
+
+def test_batch_result_columns_never_overwrite_the_clinic_columns(app_env: Stack, info: dict[str, Any]) -> None:
+    """A clinic column called like a result (`probability`, the API's name) is kept; with the switch to the
+    machine-readable file the result gets another name, and the page says which. (The file's contents are
+    checked in tests/unit/test_ui_locale.py and, downloaded by a browser, in the end-to-end test.)"""
+    row = patient(info["features"])
+    csv = pd.DataFrame([{**row, "probability": "mine"}]).to_csv(index=False).encode()
+    at = run_app("views/batch.py")
+    at.file_uploader(key="upload").set_value(("p.csv", csv, "text/csv")).run()
+    at.button(key="score").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = scored_table(at)
+    assert shown["probability"].tolist() == ["mine"]
+    expected = api_predict(app_env, [row])[0]
+    assert shown[tr("col_probability", "es")].tolist() == [spec.format_probability(expected["probability"], "es")]
+    assert not [i for i in at.info if "probability_2" in i.value]
+    at.toggle(key="machine_csv").set_value(True).run()
+    assert [i.value for i in at.info if "`probability` → `probability_2`" in i.value]
+    assert scored_table(at)["probability"].tolist() == ["mine"]
 
 
 def test_batch_missing_required_column(app_env: Stack, info: dict[str, Any]) -> None:
@@ -259,11 +344,12 @@ def test_batch_blank_headers_and_cp1252_are_scored_and_kept(app_env: Stack, info
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.button(key="score").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    scored = next(d.value for d in at.dataframe if "risk_level" in d.value.columns)
+    scored = scored_table(at)
     n = len(names)
     assert list(scored.columns[n : n + 3]) == ["nombre", f"columna_{n + 2}", f"columna_{n + 3}"]
     assert scored["nombre"].tolist() == ["niña"]
-    assert scored["probability"].iloc[0] == spec.format_probability(api_predict(app_env, [row])[0]["probability"])
+    expected = spec.format_probability(api_predict(app_env, [row])[0]["probability"], "es")
+    assert scored[tr("col_probability", "es")].iloc[0] == expected
     assert at.get("download_button"), "no download button"
 
 
@@ -289,9 +375,11 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     metrics = next(
         d.value for d in at.dataframe if tr("this_model", "es", version=served["version"]) in d.value.columns
     )
-    assert (
-        metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])] == f"{info['metrics']['roc_auc']:.3f}"
-    )
+    shown_auc = metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])]
+    assert shown_auc == spec.decimal(info["metrics"]["roc_auc"], "es", 3) and "," in shown_auc  # «0,866»
+    # The gate's reasons in Spanish, from the codes the pipeline recorded (the first version had no champion).
+    assert row[tr("gate_reasons", "es")] == tr("gate_reason_no_champion", "es")
+    assert not at.expander, "the pipeline's English markdown card is not shown"
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]

@@ -15,7 +15,7 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.integration.test_pipeline_e2e import user_dataset
-from tests.ui_stack import ROOT, child_env, free_port, wait_http
+from tests.ui_stack import ROOT, child_env, free_port, login_off, wait_http  # noqa: F401 - login_off
 from ui import spec
 from ui.i18n import tr
 
@@ -49,7 +49,7 @@ def clinic_api() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def app(clinic_api: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+def app(clinic_api: tuple[str, str], monkeypatch: pytest.MonkeyPatch, login_off: None) -> dict:  # noqa: F811
     api_url, tracking_uri = clinic_api
     for key in ("API_HOSTPORT", "MLFLOW_TRACKING_HOSTPORT", "MODEL_ALIAS"):
         monkeypatch.delenv(key, raising=False)
@@ -65,13 +65,14 @@ def test_form_follows_a_categorical_spec_and_matches_the_api(app: dict) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
     selects = {w.key: w for w in at.selectbox if str(w.key).startswith("feat_")}
-    numbers = {w.key: w for w in at.number_input if str(w.key).startswith("feat_")}
+    numbers = {w.key: w for w in at.text_input if str(w.key).startswith("feat_")}
     assert set(selects) == {"feat_sexo", "feat_fumador"} and set(numbers) == {"feat_edad", "feat_imc"}
     assert selects["feat_sexo"].options == ["F", "M"] and selects["feat_fumador"].options == ["si", "no", "ex"]
     assert selects["feat_sexo"].label == spec.label(features["sexo"], "es")
-    assert (numbers["feat_edad"].min, numbers["feat_edad"].max) == (18, 100)
+    assert tr("valid_range", "es", range=spec.range_text(features["edad"], "es")) in numbers["feat_edad"].help
+    assert spec.range_text(features["edad"], "es").startswith("18–100")
 
-    at.number_input(key="feat_edad").set_value(70)
+    at.text_input(key="feat_edad").set_value("70")
     at.selectbox(key="feat_sexo").set_value("M")
     at.selectbox(key="feat_fumador").set_value("si")
     at.checkbox(key="nm_imc").check()
@@ -81,7 +82,7 @@ def test_form_follows_a_categorical_spec_and_matches_the_api(app: dict) -> None:
     expected = requests.post(f"{app['api_url']}/predict", json={"edad": 70, "sexo": "M", "fumador": "si"},
                              timeout=10).json()["predictions"][0]  # fmt: skip
     shown = next(m for m in at.metric if m.label == tr("probability", "es"))
-    assert shown.value == spec.format_probability(expected["probability"])
+    assert shown.value == spec.format_probability(expected["probability"], "es")
     assert any(tr("model_version_used", "es", name=NAME, version=app["version"]) == c.value for c in at.caption)
 
 
@@ -101,15 +102,15 @@ def test_batch_checks_categories_and_scores_the_valid_rows(app: dict) -> None:
     assert report[tr("problem", "es")].tolist() == [tr("rule_not_category", "es", detail="F, M")]
     at.button(key="score").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    scored = next(d.value for d in at.dataframe if "risk_level" in d.value.columns)
+    scored = next(d.value for d in at.dataframe if tr("col_risk_level", "es") in d.value.columns)
     expected = requests.post(
         f"{app['api_url']}/predict",
         json=[{"edad": 70, "sexo": "M", "fumador": "si"}, {"edad": 30, "sexo": "F", "imc": 22.5}],
         timeout=10,
     ).json()["predictions"]
-    shown = scored["probability"].tolist()
-    assert shown == [spec.format_probability(expected[0]["probability"]), "",
-                     spec.format_probability(expected[1]["probability"])]  # fmt: skip
+    shown = scored[tr("col_probability", "es")].tolist()
+    assert shown == [spec.format_probability(expected[0]["probability"], "es"), "",
+                     spec.format_probability(expected[1]["probability"], "es")]  # fmt: skip
 
 
 def test_model_card_text_fits_this_model(app: dict) -> None:

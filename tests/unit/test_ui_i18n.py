@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import string
 from pathlib import Path
 
+from ui.batch import RESULT_COLUMNS
 from ui.i18n import LANGS, STRINGS, UNITS, tr
 
 UI = Path(__file__).resolve().parents[2] / "ui"
+
+
+def gate_codes() -> set[str]:
+    """Every code pipeline/registry.py records in `gate_reason_codes`: the second argument of each
+    `result.add(text, code, ...)` (read from the source: importing the pipeline would import MLflow)."""
+    tree = ast.parse((UI.parent / "pipeline" / "registry.py").read_text(encoding="utf-8"))
+    return {
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add"
+        and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+    }  # fmt: skip
 
 
 def placeholders(text: str) -> set[str]:
@@ -32,8 +46,20 @@ def test_every_key_used_in_the_code_exists() -> None:
     for path in UI.rglob("*.py"):
         used |= set(re.findall(r"""\bt\(\s*["']([a-z0-9_]+)["']""", path.read_text(encoding="utf-8")))
     used |= {
-        f"rule_{r}" for r in ("missing_column", "required", "not_number", "out_of_range", "not_integer", "not_category")
-    }  # built as t(f"rule_{p.rule}") in the batch page
+        f"rule_{r}"
+        for r in (
+            "missing_column",
+            "duplicate_column",
+            "required",
+            "not_number",
+            "out_of_range",
+            "not_integer",
+            "not_category",
+            "extra_fields",
+        )
+    }  # built as t(f"rule_{p.rule}") in components.problem_text
+    used |= {f"col_{c}" for c in RESULT_COLUMNS}  # built in ui/scored.py
+    used |= {f"gate_reason_{c}" for c in gate_codes()}  # built in components.gate_reasons
     assert used, "no t(...) calls found"
     assert sorted(used - set(STRINGS)) == []
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from common.backend import DEFAULT_SQLITE_PATH
-from ui import batch, i18n, settings
+from ui import batch, i18n, scored, settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FEATURES = [
     {"name": "glucosa", "type": "numeric", "integer": False, "min": 40, "max": 400, "optional": False},
@@ -29,9 +37,37 @@ def test_tracking_uri_order() -> None:
 
 
 def test_model_name_and_numbers() -> None:
-    s = settings.load({"MODEL_NAME": "other", "UI_BATCH_CHUNK_ROWS": "-3", "UI_CACHE_TTL_S": "x"})
+    s = settings.load({"MODEL_NAME": "other", "UI_BATCH_CHUNK_ROWS": "50", "UI_CACHE_TTL_S": ""})
     assert (s.model_name, s.model_alias) == ("other", "champion")
-    assert s.batch_chunk_rows == 200 and s.cache_ttl_s == 60  # bad values fall back to the defaults
+    assert s.batch_chunk_rows == 50 and s.cache_ttl_s == 60  # an empty value (as Render writes it) is unset
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"UI_BATCH_CHUNK_ROWS": "-3"}, "UI_BATCH_CHUNK_ROWS"),
+        ({"UI_CACHE_TTL_S": "x"}, "UI_CACHE_TTL_S"),
+        ({"UI_API_TIMEOUT_S": "0"}, "UI_API_TIMEOUT_S"),
+        ({"API_BASE_URL": "api.internal:8000"}, "API_BASE_URL"),  # no scheme
+        ({"API_HOSTPORT": "http://api:8000"}, "API_HOSTPORT"),
+        ({"MODEL_ALIAS": "champion!"}, "MODEL_ALIAS"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    """Issue 11: the app silently fell back to defaults where serving refused to start."""
+    with pytest.raises(settings.SettingsError, match=variable) as err:
+        settings.load(env)
+    assert len(env[variable]) < 3 or env[variable] not in str(err.value)  # the rule, never the value
+
+
+def test_settings_check_command_exits_1_on_a_bad_value() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UI_", "API_"))}
+    bad = subprocess.run([sys.executable, "-m", "ui.settings"], env={**env, "UI_BATCH_CHUNK_ROWS": "0"},
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 1 and "UI_BATCH_CHUNK_ROWS" in bad.stderr
+    good = subprocess.run([sys.executable, "-m", "ui.settings"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert good.returncode == 0 and "UI_BATCH_CHUNK_ROWS" in good.stdout
 
 
 def test_batch_validation_rules() -> None:
@@ -89,9 +125,12 @@ def test_batch_blank_and_repeated_headers_get_unique_names() -> None:
     assert check.renamed_columns == [("id", "id_2"), ("", "columna_5"), ("", "columna_6")]
     assert check.unknown_columns == ["id", "id_2", "columna_5", "columna_6"]
     assert check.duplicate_columns == [] and check.valid_index == [0]
-    scored = batch.score(check, lambda recs: {"predictions": [{"probability": 0.1, "label": 0}] * len(recs)}, 10)
-    assert scored.columns.is_unique and scored["columna_6"].tolist() == ["x"]
-    assert scored.to_csv(index=False).startswith("glucosa,edad,id,id_2,columna_5,columna_6,probability")
+    results = batch.score(check, lambda recs: {"predictions": [{"probability": 0.1, "label": 0}] * len(recs)}, 10)
+    table, _ = scored.table(check, results, FEATURES, [], "en", scored.MACHINE)
+    assert table.columns.is_unique and table["columna_6"].tolist() == ["x"]
+    assert scored.to_csv(table, "en", scored.MACHINE).startswith(
+        b"glucosa,edad,id,id_2,columna_5,columna_6,probability"
+    )
     # A generated name never takes the name of a column the clinic already has.
     assert batch._unique_headers(["id", "id", "id_2", ""]) == ["id", "id_3", "id_2", "columna_4"]
 

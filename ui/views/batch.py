@@ -10,6 +10,7 @@ import requests
 import streamlit as st
 
 from ui import api, batch, components, spec
+from ui import scored as scored_file
 from ui.i18n import current_lang, t
 from ui.settings import load
 
@@ -24,6 +25,7 @@ info = components.served_model_info(settings.api_base_url)
 
 features: list[spec.Feature] = info["features"]
 bands: list[dict[str, Any]] = info.get("risk_bands") or []
+by_name = {f["name"]: f for f in features}
 
 with st.expander(t("batch_columns_title")):
     st.dataframe(
@@ -50,7 +52,10 @@ with st.expander(t("batch_columns_title")):
         key="template",
     )
 
-upload = st.file_uploader(t("upload_label"), type=["csv"], key="upload", help=t("upload_help"))
+components.uploader_text()
+upload = st.file_uploader(
+    t("upload_label"), type=["csv"], key="upload", help=t("upload_help", size=st.get_option("server.maxUploadSize"))
+)
 if upload is None:
     st.stop()
 
@@ -76,7 +81,7 @@ c3.metric(t("rows_invalid"), n_rows - n_valid)
 
 
 def _feature_names(names: list[str]) -> str:
-    return ", ".join(spec.label(next(f for f in features if f["name"] == m), lang) + f" (`{m}`)" for m in names)
+    return ", ".join(spec.label(by_name[m], lang) + f" (`{m}`)" for m in names)
 
 
 if check.missing_columns:
@@ -92,13 +97,12 @@ if check.renamed_columns:
     st.info(t("renamed_columns", columns=renamed))
 row_problems = [p for p in check.problems if p.row > 0]
 if row_problems:
-    by_name = {f["name"]: f for f in features}
     report = pd.DataFrame(
         [
             {
                 t("row"): p.row,
                 t("feature"): spec.label(by_name[p.field], lang) if p.field in by_name else p.field,
-                t("problem"): t(f"rule_{p.rule}", detail=p.detail),
+                t("problem"): components.problem_text(p.rule, by_name.get(p.field), p.detail),
             }
             for p in row_problems
         ]
@@ -133,15 +137,11 @@ if st.button(t("score_button", n=n_valid), type="primary", key="score"):
     except api.ApiError as exc:
         components.api_error(exc, settings.api_base_url, features)
         st.stop()
-    # Localised band labels and the validation messages of rows that were not sent.
-    band_labels = {b["name"]: spec.localized(b.get("label"), lang) for b in bands}
-    scored["risk_band"] = scored["risk_level"].map(lambda lv: band_labels.get(lv, lv) if lv else None)
-    for p in check.problems:
-        if p.row > 0:
-            pos = scored.index[p.row - 1]
-            prev = scored.at[pos, "errors"]
-            msg = f"{p.field}: {t(f'rule_{p.rule}', detail=p.detail)}"
-            scored.at[pos, "errors"] = f"{prev}; {msg}" if prev else msg
+    batch.add_errors(
+        scored,
+        check.problems,
+        lambda p: f"{p.field}: {components.problem_text(p.rule, by_name.get(p.field), p.detail)}",
+    )
     st.session_state["batch_scored"] = (state_tag, scored)
 
 tag, scored = st.session_state.get("batch_scored", (None, None))
@@ -151,14 +151,19 @@ if scored is not None:
     st.subheader(t("scored_title"))
     n_scored = int(scored["probability"].notna().sum())
     st.success(t("scored_summary", n=n_scored, total=n_rows), icon=":material/check_circle:")
-    shown = scored.copy()
-    shown["probability"] = shown["probability"].map(lambda p: spec.format_probability(p) if pd.notna(p) else "")
+    machine = st.toggle(t("machine_csv"), key="machine_csv", help=t("machine_csv_help"))
+    mode = scored_file.MACHINE if machine else scored_file.HUMAN
+    table, renamed = scored_file.table(check, scored, features, bands, lang, mode)
+    if renamed:
+        st.info(t("renamed_results", columns=", ".join(f"`{old}` → `{new}`" for old, new in renamed)))
     # All text for display: blank (not "None") where a row was not scored, and no mixed-type columns for Arrow.
-    shown = shown.astype(object).where(shown.notna(), "").astype(str)
-    st.dataframe(shown, hide_index=True, key="scored_table")
+    shown, _ = scored_file.table(check, scored, features, bands, lang, scored_file.HUMAN)
+    probability_col = shown.columns[len(check.frame.columns)]
+    shown[probability_col] = [spec.format_probability(p, lang) if pd.notna(p) else "" for p in scored["probability"]]
+    st.dataframe(shown.astype(object).where(shown.notna(), "").astype(str), hide_index=True, key="scored_table")
     st.download_button(
         t("download_scored"),
-        data=scored.to_csv(index=False).encode("utf-8"),
+        data=scored_file.to_csv(table, lang, mode),
         file_name=(upload.name.rsplit(".", 1)[0] or "pacientes") + ("_evaluado.csv" if lang == "es" else "_scored.csv"),
         mime="text/csv",
         on_click="ignore",  # no rerun: the table stays as it is
