@@ -30,7 +30,7 @@ from pipeline import evaluate, registry
 from pipeline.config import ConfigError, DatasetConfig, load_config
 from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
-from pipeline.train import TrainOptions, compile_additive, fit, set_reference
+from pipeline.train import TrainOptions, attach_ensemble, compile_additive, fit, log_cv, set_reference
 
 MODEL_CODE = Path(__file__).with_name("risk_model.py")
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "pima" / "dataset.yaml"
@@ -60,8 +60,16 @@ def signature(config: DatasetConfig) -> ModelSignature:
             for f in config.features
         ]
     )
-    outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "label"), ColSpec("string", "risk_level")])
-    params = ParamSchema([ParamSpec("contributions", "boolean", False)])
+    outputs = Schema(
+        [
+            ColSpec("double", "probability"),
+            ColSpec("long", "label"),
+            ColSpec("string", "risk_level"),
+            ColSpec("double", "probability_low", required=False),  # with params {"interval": true}
+            ColSpec("double", "probability_high", required=False),
+        ]
+    )
+    params = ParamSchema([ParamSpec("contributions", "boolean", False), ParamSpec("interval", "boolean", False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -129,6 +137,7 @@ def train_and_register(
             }
         )
         mlflow.log_metrics({f"cv_brier_{k}": v for k, v in fitted.cv_scores.items()})
+        mlflow.log_metrics(log_cv(fitted))  # issue 12: every candidate's CV Brier, log loss, calibration slope
 
         spec: dict[str, Any] = {
             "model_name": model_name,
@@ -154,6 +163,7 @@ def train_and_register(
         X_train = model.to_matrix(split.X_train)
         set_reference(model, X_train)
         params["reference"] = model.reference.tolist()
+        attach_ensemble(model, params, fitted, config, split.X_train, split.y_train, opts)  # per-prediction interval
 
         X_test = model.to_matrix(split.X_test)
         p = model.probability(X_test)
@@ -168,6 +178,9 @@ def train_and_register(
         spec["metrics"] = test_metrics
         spec["baselines"] = baselines
         spec["cv"] = fitted.cv_scores
+        spec["cv_table"], spec["select_by"] = fitted.cv_table, fitted.select_by
+        # Issue 12: metric intervals, decision curve, subgroups, external cohorts (logged by evaluate.py).
+        spec.update(evaluate.log_report(config, split, model, p, seed=opts.seed))
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow.log_metrics(baselines)
 
@@ -228,7 +241,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="dataset config YAML")
     p.add_argument("--train-data", default="", help="override the config's training CSV")
     p.add_argument("--test-data", default="", help="override the config's test CSV")
-    p.add_argument("--family", default="auto", help="auto, logistic or spline")
+    p.add_argument("--family", default="auto", help="auto, logistic, spline or ebm")
     p.add_argument("--C", default="auto", help="inverse regularisation strength, or auto (CV)")
     p.add_argument("--n-knots", default="auto", help="spline knots, or auto (CV)")
     p.add_argument("--calibration", default="auto", help="auto, none or sigmoid")
@@ -251,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         split = load_split(config, seed=args.seed, train=args.train_data or None, test=args.test_data or None)
         check_cv(split, opts.cv_folds)
+        evaluate.load_external(config)  # a bad external cohort fails here too
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
