@@ -220,12 +220,12 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, threshold: float, W: np.ndarr
 
 def _weighted_auc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUC per weight row; tied scores count one half."""
-    values, group = np.unique(p, return_inverse=True)
-    M = np.zeros((len(p), len(values)))
-    M[np.arange(len(p)), group] = 1.0
-    pos_u = (W * y) @ M  # weighted positives per distinct score, (B, U)
-    neg_u = (W * (1 - y)) @ M
-    below = np.cumsum(neg_u, axis=1) - neg_u  # negatives with a strictly lower score
+    order = np.argsort(p, kind="stable")
+    ps, ys, Ws = p[order], y[order], W[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # first row of each distinct score
+    pos_u = np.add.reduceat(Ws * ys, starts, axis=1)  # weighted cases per distinct score, (B, U)
+    neg_u = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
+    below = np.cumsum(neg_u, axis=1) - neg_u  # non-cases with a strictly lower score
     with np.errstate(invalid="ignore", divide="ignore"):
         return (pos_u * (below + 0.5 * neg_u)).sum(axis=1) / (pos_u.sum(axis=1) * neg_u.sum(axis=1))
 
