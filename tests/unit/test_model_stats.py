@@ -77,8 +77,10 @@ def subgroup_config() -> DatasetConfig:
                 {"name": "edad", "type": "numeric", "label": {"es": "Edad", "en": "Age"}},
                 {"name": "sexo", "type": "categorical", "categories": ["F", "M"], "label": {"es": "S", "en": "S"}},
             ],
-            "risk_bands": [{"name": "low", "upper": 0.5, "label": {"es": "b", "en": "l"}},
-                           {"name": "high", "upper": 1.0, "label": {"es": "a", "en": "h"}}],  # fmt: skip
+            "risk_bands": [
+                {"name": "low", "upper": 0.5, "label": {"es": "b", "en": "l"}},
+                {"name": "high", "upper": 1.0, "label": {"es": "a", "en": "h"}},
+            ],  # fmt: skip
             "subgroups": [{"feature": "edad", "edges": [40, 60]}],
         }
     )
