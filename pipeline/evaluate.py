@@ -160,9 +160,9 @@ Data checksum (sha256): `{spec["data_checksum"]}`.
 
 ## Model
 Family `{spec["family"]}`, calibration `{spec["calibration"]}`, hyperparameters {spec["hyperparameters"]} —
-chosen by repeated stratified cross-validation on the training data (Brier score). Decision threshold
-{spec["threshold"]}; risk bands: {bands}.
-
+chosen by repeated stratified cross-validation on the training data ({spec.get("select_by", "brier")}). Decision
+threshold {spec["threshold"]}; risk bands: {bands}.
+{_cv_section(spec)}
 ## Held-out results ({m["n_test"]} rows, touched once)
 ROC AUC {m["roc_auc"]:.3f}, PR AUC {m["pr_auc"]:.3f}, Brier {m["brier"]:.3f}, log loss {m["log_loss"]:.3f},
 errors {m["errors"]}/{m["n_test"]}, sensitivity {m["sensitivity"]:.3f}, specificity {m["specificity"]:.3f},
@@ -549,4 +549,28 @@ def _external_section(spec: dict[str, Any]) -> str:
 ## External validation
 The model trained in this run (not re-chosen: these cohorts are never used for selection), scored on:
 {chr(10).join(lines)}
+"""
+
+
+def _cv_section(spec: dict[str, Any]) -> str:
+    table = spec.get("cv_table")
+    if not table:
+        return ""
+
+    def cell(v: float, fmt: str) -> str:
+        return "—" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    rows = "\n".join(
+        f"| {name.replace('calibration_', 'recalibration: ')} | {cell(r['brier'], '.4f')} | "
+        f"{cell(r['log_loss'], '.4f')} | {cell(r['calibration_slope'], '.2f')} |"
+        for name, r in table.items()
+    )
+    return f"""
+Cross-validation (mean over folds; each family at its best hyperparameters; recalibration of the chosen
+family in nested CV, the map fitted on inner folds; isotonic is reported but never chosen, as a step
+function of the logit would break the exact per-feature contributions):
+
+| candidate | Brier | log loss | calibration slope |
+|---|---|---|---|
+{rows}
 """

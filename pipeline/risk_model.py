@@ -155,8 +155,16 @@ class RiskModel(mlflow.pyfunc.PythonModel):
     INTERVAL_LEVEL = 0.90
 
     def _load_ensemble(self, ens: dict[str, Any] | None) -> None:
-        self.ens_coef = None if ens is None else np.asarray(ens["coef"], dtype=float)
-        self.ens_intercept = None if ens is None else np.asarray(ens["intercept"], dtype=float)
+        self.ens_coef = self.ens_intercept = None
+        if ens is not None:
+            # Column 0 is the served model itself in the same basis: one product gives the point logit
+            # and every member's, so the basis (the costly part for splines) is evaluated once.
+            self.ens_coef = np.column_stack([ens["point"], np.asarray(ens["coef"], dtype=float)])
+            self.ens_intercept = np.r_[self.intercept, np.asarray(ens["intercept"], dtype=float)]
+            members = self.ens_coef.shape[1] - 1
+            tail = (1 - self.INTERVAL_LEVEL) / 2
+            # np.quantile's linear interpolation between order statistics, precomputed for this B.
+            self.q_pos = [(members - 1) * tail, (members - 1) * (1 - tail)]
         self.all_linear = not self.other
         self.spline_basis = {}
         for j, t in enumerate(self.terms):
@@ -189,17 +197,21 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                 blocks.append(onehot)
         return np.hstack(blocks)
 
-    def interval(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The 5th and 95th percentile of the members' probabilities (a 90 % interval) per row."""
+    def interval_logits(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The point logit and the 5th and 95th percentile of the members' logits (a 90 % interval)."""
         if self.ens_coef is None:
             raise MlflowException(
                 "this model version has no bootstrap ensemble, so it cannot give an interval; retrain it",
                 error_code=INVALID_PARAMETER_VALUE,
             )
-        logits = self.basis(X) @ self.ens_coef + self.ens_intercept
-        tail = (1 - self.INTERVAL_LEVEL) / 2
-        lo, hi = np.quantile(logits, [tail, 1 - tail], axis=1)
-        return 1.0 / (1.0 + np.exp(-lo)), 1.0 / (1.0 + np.exp(-hi))
+        logits = self.basis(X) @ self.ens_coef + self.ens_intercept  # (n, 1 + B): the one matrix product
+        members = np.sort(logits[:, 1:], axis=1)  # 10x faster than np.partition for B = 100 here
+        bounds = []
+        for q in self.q_pos:
+            lo = int(np.floor(q))
+            hi = min(lo + 1, members.shape[1] - 1)
+            bounds.append(members[:, lo] + (q - lo) * (members[:, hi] - members[:, lo]))
+        return logits[:, 0], bounds[0], bounds[1]
 
     def predict_matrix(
         self, X: np.ndarray, contributions: bool = False, interval: bool = False
@@ -208,8 +220,12 @@ class RiskModel(mlflow.pyfunc.PythonModel):
         if contributions:
             G = self.terms_matrix(X)
             logit = self.intercept + G.sum(axis=1)
+        elif interval:
+            logit, low, high = self.interval_logits(X)
         else:
             logit = self.logit(X)
+        if interval and contributions:
+            _, low, high = self.interval_logits(X)
         p = 1.0 / (1.0 + np.exp(-logit))
         out: dict[str, np.ndarray] = {
             "probability": p,
@@ -217,7 +233,7 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             "risk_level": self.risk_levels(p),
         }
         if interval:
-            out["probability_low"], out["probability_high"] = self.interval(X)
+            out["probability_low"], out["probability_high"] = 1.0 / (1.0 + np.exp(-low)), 1.0 / (1.0 + np.exp(-high))
         if contributions:
             out["logit"] = logit
             out["baseline"] = np.full(len(p), self.baseline)

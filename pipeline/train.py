@@ -379,5 +379,5 @@ def attach_ensemble(
     gap = float(np.max(np.abs(model.basis(Xm) @ main + model.intercept - model.logit(Xm))))
     if gap > 1e-9:
         raise RuntimeError(f"the ensemble's basis differs from the served model by {gap:g}")
-    params["ensemble"] = ensemble
-    model._load_ensemble(ensemble)
+    params["ensemble"] = {"point": main.tolist(), **ensemble}
+    model._load_ensemble(params["ensemble"])
