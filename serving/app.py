@@ -258,9 +258,16 @@ class Api:
         raw = request.query_params.get("contributions", "true").lower()
         if raw not in ("true", "false", "1", "0"):
             errors.append(error_entry(None, "contributions", "bool", lang))
+        # Issue 12: ?interval=true adds the 90 % bootstrap interval (probability_low / probability_high).
+        raw_interval = request.query_params.get("interval", "false").lower()
+        if raw_interval not in ("true", "false", "1", "0"):
+            errors.append(error_entry(None, "interval", "bool", lang))
+        elif raw_interval in ("true", "1") and model is not None and getattr(model.risk, "ens_coef", None) is None:
+            errors.append(error_entry(None, "interval", "no_interval", lang))
         if errors:
             return _json({"request_id": rid, "errors": errors}, 422, rid)
         contributions = raw in ("true", "1")
+        interval = raw_interval in ("true", "1")
         try:
             if model is None:
                 raise strict.InputError("no model is loaded yet", status=503)
@@ -295,7 +302,7 @@ class Api:
             if problems:
                 errs = [error_entry(None, p["field"], "invalid", lang) | {"rule": p["rule"]} for p in problems]
                 return _json({"request_id": rid, "errors": errs}, 422, rid)
-            out = model.risk.predict_matrix(X, contributions=contributions)
+            out = model.risk.predict_matrix(X, contributions=contributions, interval=interval)
             dl.check()
         except strict.InputError as err:
             _log_rejection("/predict", rid, err.status, model, err)
@@ -431,6 +438,9 @@ def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> l
         contrib = {n: out[f"contrib_{n}"].tolist() for n in model.names}
     for i in range(len(prob)):
         row: dict[str, Any] = {"probability": prob[i], "label": label[i], "risk_level": level[i]}
+        if "probability_low" in out:
+            row["probability_low"] = float(out["probability_low"][i])
+            row["probability_high"] = float(out["probability_high"][i])
         if contributions:
             row["baseline"] = base[i]
             row["logit"] = logit[i]

@@ -88,6 +88,7 @@ def openapi_document(model: Any, validator: Any, settings: Settings) -> dict[str
                     "summary": "Risk for one patient or a list of patients",
                     "parameters": [
                         {"name": "contributions", "in": "query", "schema": {"type": "boolean", "default": True}},
+                        {"name": "interval", "in": "query", "schema": {"type": "boolean", "default": False}},
                         {"name": "lang", "in": "query", "schema": {"enum": ["es", "en"], "default": "es"}},
                     ],
                     "requestBody": {

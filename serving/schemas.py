@@ -48,6 +48,11 @@ RULES: dict[str, tuple[str, str, str]] = {
     "bool": ("must be true or false", "debe ser true o false", "must be true or false"),
     "lang": ("must be es or en", "debe ser es o en", "must be es or en"),
     "invalid": ("is not valid", "no es válido", "is not valid"),
+    "no_interval": (
+        "this model version has no bootstrap ensemble; retrain it to get intervals",
+        "esta versión del modelo no tiene conjunto bootstrap; reentrénela para obtener intervalos",
+        "this model version has no bootstrap ensemble; retrain it to get intervals",
+    ),
 }
 
 

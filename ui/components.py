@@ -116,6 +116,66 @@ def contributions_chart(contributions: dict[str, float], features: list[Feature]
     st.altair_chart(chart, width="stretch")
 
 
+def predict_with_interval(settings: Any, patients: list[dict[str, Any]], lang: str) -> dict[str, Any]:
+    """/predict with the 90 % interval; a model version trained before intervals existed refuses the
+    flag (422 on the field 'interval'), and is then asked without it."""
+    from ui import api
+
+    try:
+        return api.predict(settings.api_base_url, patients, lang, settings.api_timeout_s, interval=True)
+    except api.ApiValidationError as exc:
+        if not exc.errors or any(e.get("field") != "interval" for e in exc.errors):
+            raise
+    return api.predict(settings.api_base_url, patients, lang, settings.api_timeout_s)
+
+
+def interval_chart(pred: dict[str, Any], bands: list[dict[str, Any]]) -> None:
+    """The probability as a dot, its 90 % interval as a line, over the risk bands' colours."""
+    import altair as alt
+    import pandas as pd
+
+    lang = current_lang()
+    lows = [0.0, *[float(b["upper"]) for b in bands[:-1]]]
+    zones = pd.DataFrame(
+        [
+            {
+                "start": lo,
+                "end": float(b["upper"]),
+                "band": spec.localized(b.get("label"), lang) or b["name"],
+                "color": b.get("color", "#777"),
+            }
+            for lo, b in zip(lows, bands, strict=True)
+        ]
+    )
+    p, lo, hi = float(pred["probability"]), float(pred["probability_low"]), float(pred["probability_high"])
+    point = pd.DataFrame([{"p": p, "lo": lo, "hi": hi, "y": 0}])
+    x = alt.X("start:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=t("probability")))
+    base = (
+        alt.Chart(zones)
+        .mark_rect(opacity=0.2)
+        .encode(
+            x=x,
+            x2="end:Q",
+            color=alt.Color("color:N", scale=None),
+            tooltip=[alt.Tooltip("band:N", title=t("risk_band"))],
+        )
+    )
+    rule = alt.Chart(point).mark_rule(strokeWidth=4, color="#333").encode(x="lo:Q", x2="hi:Q")
+    dot = (
+        alt.Chart(point)
+        .mark_circle(size=160, color="#000")
+        .encode(
+            x="p:Q",
+            tooltip=[
+                alt.Tooltip("p:Q", format=".1%", title=t("probability")),
+                alt.Tooltip("lo:Q", format=".1%", title=t("interval_low")),
+                alt.Tooltip("hi:Q", format=".1%", title=t("interval_high")),
+            ],  # fmt: skip
+        )
+    )
+    st.altair_chart((base + rule + dot).properties(height=70), width="stretch")
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

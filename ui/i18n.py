@@ -109,6 +109,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Each bar shows how far that input moves the risk from a reference patient (training averages; "
         "risk {reference}). Inputs not measured are imputed with the median.",
     },
+    "interval_caption": {"es": "Intervalo del 90 %: {low} – {high}", "en": "90 % interval: {low} – {high}"},
+    "interval_help": {
+        "es": "Rango de la probabilidad entre 100 versiones del modelo reentrenadas con remuestreos (bootstrap) de "
+        "los datos de entrenamiento: refleja cuánto sabe el modelo sobre pacientes como este, no el error de "
+        "las mediciones.",
+        "en": "Range of the probability across 100 versions of the model retrained on bootstrap resamples of the "
+        "training data: it shows how much the model knows about patients like this one, not measurement error.",
+    },
+    "interval_low": {"es": "Límite inferior (90 %)", "en": "Lower limit (90 %)"},
+    "interval_high": {"es": "Límite superior (90 %)", "en": "Upper limit (90 %)"},
     "model_version_used": {"es": "Modelo {name}, versión {version}", "en": "Model {name}, version {version}"},
     # ---- batch assessment ----
     "batch_title": {"es": "Evaluación por lotes", "en": "Batch assessment"},

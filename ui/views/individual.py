@@ -66,7 +66,7 @@ for i, f in enumerate(features):
 submitted = st.button(t("submit"), type="primary", key="submit")
 if submitted:
     try:
-        body = api.predict(settings.api_base_url, [payload], lang, settings.api_timeout_s)
+        body = components.predict_with_interval(settings, [payload], lang)
         st.session_state["individual_result"] = {"payload": payload, "body": body}
     except api.ApiError as exc:
         st.session_state.pop("individual_result", None)
@@ -85,6 +85,15 @@ if result:
     st.subheader(t("result_title"))
     c1, c2, c3 = st.columns(3)
     c1.metric(t("probability"), spec.format_probability(float(pred["probability"])))
+    if pred.get("probability_low") is not None:
+        c1.caption(
+            t(
+                "interval_caption",
+                low=spec.format_probability(float(pred["probability_low"])),
+                high=spec.format_probability(float(pred["probability_high"])),
+            ),
+            help=t("interval_help"),
+        )
     with c2:
         st.markdown(f"**{t('risk_band')}**")
         components.risk_badge(spec.band_for(bands, str(pred.get("risk_level"))), str(pred.get("risk_level")))
@@ -94,6 +103,8 @@ if result:
         t("label_positive") if int(pred.get("label", 0)) == 1 else t("label_negative"),
         help=t("label_help", threshold=spec.format_probability(float(threshold))),
     )
+    if pred.get("probability_low") is not None:
+        components.interval_chart(pred, bands)
     st.markdown(f"**{t('contributions_title')}**")
     if isinstance(pred.get("contributions"), dict):
         components.contributions_chart(pred["contributions"], features, not_measured)
