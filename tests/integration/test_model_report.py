@@ -120,7 +120,7 @@ def test_pyfunc_and_predict_return_the_interval(trained: dict) -> None:
                 pass
             time.sleep(0.2)
         patient = example_patient(_features(trained["config"]))
-        expected = model.predict(pd.DataFrame([patient]), params={"interval": True}).iloc[0]
+        expected = model.predict(pd.DataFrame([patient]).astype(float), params={"interval": True}).iloc[0]
         r = requests.post(f"{url}/predict", params={"interval": "true"}, json=[patient], timeout=10)
         assert r.status_code == 200, r.text
         row = r.json()["predictions"][0]
