@@ -26,7 +26,6 @@ APP = str(ROOT / "ui" / "app.py")
 TIMEOUT_S = 60  # first runs import pandas/altair/mlflow; later runs take milliseconds
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _restore_mlflow_http_env() -> Iterator[None]:
     """AppTest runs the app in this process, and the app sets MLflow HTTP retry defaults: undo them afterwards
@@ -111,6 +110,13 @@ def test_submit_shows_the_api_probability(app_env: Stack, info: dict[str, Any]) 
     )
     assert at.warning[0].value == tr("disclaimer", "es")
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "contributions chart missing"
+    # The 90 % interval from /predict?interval=true, in words under the probability (and drawn as a chart).
+    r = requests.post(f"{app_env.api_url}/predict", params={"interval": "true"}, json=[values], timeout=10)
+    low, high = (
+        spec.format_probability(r.json()["predictions"][0][k]) for k in ("probability_low", "probability_high")
+    )
+    assert tr("interval_caption", "es", low=low, high=high) in [c.value for c in at.caption]
+    assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 2  # interval + contributions
 
 
 def test_not_measured_leaves_the_field_out(app_env: Stack, info: dict[str, Any]) -> None:
