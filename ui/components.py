@@ -176,6 +176,49 @@ def interval_chart(pred: dict[str, Any], bands: list[dict[str, Any]]) -> None:
     st.altair_chart((base + rule + dot).properties(height=70), width="stretch")
 
 
+def uncertainty_and_subgroups(mspec: dict[str, Any], rows: list[tuple[str, str]]) -> None:
+    """The model page's 95 % intervals of the held-out metrics and its subgroup table (model.json of the
+    version; versions trained before intervals existed have neither, and show nothing here)."""
+    import pandas as pd
+
+    held, ci = mspec.get("metrics") or {}, mspec.get("metrics_ci") or {}
+    if ci:
+        st.subheader(t("intervals_title"))
+        table = [
+            {
+                t("metric"): label,
+                t("value"): _fmt(held.get(k), k),
+                t("interval_95"): f"{_fmt(ci[k][0], k)} – {_fmt(ci[k][1], k)}",
+            }
+            for k, label in rows
+            if k in ci
+        ]
+        st.dataframe(pd.DataFrame(table), hide_index=True, key="intervals_table")
+        st.caption(t("intervals_help"))
+    groups = mspec.get("subgroups") or []
+    if groups:
+        st.subheader(t("subgroups_title"))
+        table = []
+        for g in groups:
+            m, gci = g.get("metrics") or {}, g.get("ci") or {}
+            auc = f"{m['roc_auc']:.3f} ({gci['roc_auc'][0]:.3f} – {gci['roc_auc'][1]:.3f})" if m else "—"
+            table.append(
+                {
+                    t("subgroup"): f"{g['feature']} {g['band']}",
+                    "n": g["n"],
+                    t("cases"): g["events"],
+                    "ROC AUC (95 %)": auc,
+                    t("flag"): t("flag_below") if g.get("flag") else ("" if m else t("too_few")),
+                }
+            )
+        st.dataframe(pd.DataFrame(table), hide_index=True, key="subgroups_table")
+        st.caption(t("subgroups_help"))
+
+
+def _fmt(x: Any, key: str) -> str:
+    return "—" if x is None else f"{float(x):.0f}" if key == "errors" else f"{float(x):.3f}"
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

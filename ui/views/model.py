@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from common.backend import redact
-from ui import api, registry, spec
+from ui import api, components, registry, spec
 from ui.i18n import calibration_name, current_lang, t
 from ui.settings import load
 
@@ -201,6 +201,8 @@ st.dataframe(pd.DataFrame(columns, index=[label for _, label in rows]), key="met
 st.caption(t("metrics_help"))
 if not published:
     st.caption(t("published_unavailable"))
+
+components.uncertainty_and_subgroups(mspec, rows)  # 95 % intervals and subgroups (issue 12)
 
 # ---- plots from the run's artifacts -----------------------------------------------------------------------
 st.subheader(t("plots_title"))
