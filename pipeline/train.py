@@ -94,7 +94,7 @@ class Fitted:
     calibration: str
     cv_scores: dict[str, float] = field(default_factory=dict)  # CV selection score (lower is better) per candidate
     # Every candidate's CV Brier, log loss and calibration slope (mean over folds), for the report.
-    cv_table: dict[str, dict[str, float]] = field(default_factory=dict)
+    cv_table: dict[str, dict[str, float | None]] = field(default_factory=dict)
     select_by: str = "brier"
 
 
@@ -147,7 +147,7 @@ def fit(config: DatasetConfig, X: pd.DataFrame, y: np.ndarray, opts: TrainOption
     families = FAMILIES if opts.family == "auto" else (opts.family,)
     best: tuple[float, str, dict[str, Any]] | None = None
     scores: dict[str, float] = {}
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, float | None]] = {}
     # One BLAS thread: the matrices are small, and threads oversubscribe a shared machine (5x slower here).
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -157,7 +157,7 @@ def fit(config: DatasetConfig, X: pd.DataFrame, y: np.ndarray, opts: TrainOption
             search = GridSearchCV(estimator, grid, scoring=SCORERS, refit=opts.select_by, cv=cv, n_jobs=1)
             search.fit(X, y)
             table[family] = _cv_row(search.cv_results_, search.best_index_)
-            scores[family] = table[family][opts.select_by]
+            scores[family] = table[family][opts.select_by] or np.inf
             if best is None or scores[family] < best[0]:
                 best = (scores[family], family, search.best_params_)
         assert best is not None
@@ -174,13 +174,13 @@ def fit(config: DatasetConfig, X: pd.DataFrame, y: np.ndarray, opts: TrainOption
             if cal == "none":
                 row = table[family]  # the grid search scored exactly this model on the same folds
             else:
-                est = base if cal == "none" else _calibrated(base, opts, cal)
+                est = _calibrated(base, opts, cal)
                 cvr = cross_validate(est, X, y, scoring=SCORERS, cv=cv)
-                row = {k: float(np.mean(sign * cvr[f"test_{k}"])) for k, sign in _SIGNS.items()}
+                row = {k: _finite(np.mean(sign * cvr[f"test_{k}"])) for k, sign in _SIGNS.items()}
             table[f"calibration_{cal}"] = row
-            scores[f"calibration_{cal}"] = row[opts.select_by]
-            if cal in calibrations and row[opts.select_by] < chosen_score - 1e-12:
-                chosen, chosen_score = cal, row[opts.select_by]
+            scores[f"calibration_{cal}"] = row[opts.select_by] or np.inf
+            if cal in calibrations and scores[f"calibration_{cal}"] < chosen_score - 1e-12:
+                chosen, chosen_score = cal, scores[f"calibration_{cal}"]
         estimator = base if chosen == "none" else _calibrated(base, opts, chosen)
         estimator.fit(X, y)
     return Fitted(estimator, family, dict(params), chosen, scores, table, opts.select_by)
@@ -190,8 +190,14 @@ def fit(config: DatasetConfig, X: pd.DataFrame, y: np.ndarray, opts: TrainOption
 _SIGNS = {"brier": -1.0, "log_loss": -1.0, "calibration_slope": 1.0}
 
 
-def _cv_row(results: dict[str, Any], i: int) -> dict[str, float]:
-    return {k: float(sign * results[f"mean_test_{k}"][i]) for k, sign in _SIGNS.items()}
+def _cv_row(results: dict[str, Any], i: int) -> dict[str, float | None]:
+    return {k: _finite(sign * results[f"mean_test_{k}"][i]) for k, sign in _SIGNS.items()}
+
+
+def _finite(x: float) -> float | None:
+    # None, not NaN, in model.json (strict JSON readers refuse NaN): isotonic maps can give 0/1
+    # probabilities, whose logit (and so calibration slope) is undefined.
+    return float(x) if np.isfinite(x) else None
 
 
 def _calibrated(base: Any, opts: TrainOptions, method: str = "sigmoid") -> CalibratedClassifierCV:
@@ -202,7 +208,7 @@ def _calibrated(base: Any, opts: TrainOptions, method: str = "sigmoid") -> Calib
 
 def log_cv(fitted: Fitted) -> dict[str, float]:
     """The CV table as flat MLflow metrics: cv_<candidate>_<brier|log_loss|calibration_slope>."""
-    return {f"cv_{cand}_{k}": v for cand, row in fitted.cv_table.items() for k, v in row.items()}
+    return {f"cv_{cand}_{k}": v for cand, row in fitted.cv_table.items() for k, v in row.items() if v is not None}
 
 
 # ---- compile ---------------------------------------------------------------------------------------
