@@ -160,7 +160,7 @@ Data checksum (sha256): `{spec["data_checksum"]}`.
 
 ## Model
 Family `{spec["family"]}`, calibration `{spec["calibration"]}`, hyperparameters {spec["hyperparameters"]} —
-chosen by repeated stratified cross-validation on the training data ({spec.get("select_by", "brier")}). Decision
+chosen by repeated stratified cross-validation on the training data (by {spec.get("select_by", "brier")}). Decision
 threshold {spec["threshold"]}; risk bands: {bands}.
 {_cv_section(spec)}
 ## Held-out results ({m["n_test"]} rows, touched once)
@@ -453,7 +453,13 @@ def _slug(text: str) -> str:
 def _ci_table(m: dict[str, Any], ci: dict[str, list[float]] | None) -> str:
     if not ci:
         return ""
-    rows = "\n".join(f"| {k.replace('_', ' ')} | {m[k]:.3f} | {lo:.3f} – {hi:.3f} |" for k, (lo, hi) in ci.items())
+
+    def f(v: float, k: str) -> str:
+        return f"{v:.0f}" if k == "errors" else f"{v:.3f}"
+
+    rows = "\n".join(
+        f"| {k.replace('_', ' ')} | {f(m[k], k)} | {f(lo, k)} – {f(hi, k)} |" for k, (lo, hi) in ci.items()
+    )
     return f"""
 With 95 % bootstrap intervals ({N_BOOT} resamples of the test patients):
 
