@@ -103,16 +103,23 @@ def test_pyfunc_and_predict_return_the_interval(trained: dict) -> None:
     assert "probability_low" not in plain
 
     port = _free_port()
-    env = {**trained["env"], "PORT": str(port), "MODEL_NAME": NAME, "MODEL_CACHE_DIR": str(trained["tmp"] / "cache"),
-           "WEB_CONCURRENCY": "1"}  # fmt: skip
+    env = {
+        **trained["env"],
+        "PORT": str(port),
+        "MODEL_NAME": NAME,
+        "MODEL_CACHE_DIR": str(trained["tmp"] / "cache"),
+        "WEB_CONCURRENCY": "1",
+        "REGISTRY_TIMEOUT_S": "60",
+    }  # fmt: skip (a loaded CI machine loads slowly)
     log = (trained["tmp"] / "serving.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
-        while time.time() < deadline:
+        while True:
             assert proc.poll() is None, (trained["tmp"] / "serving.log").read_text()[-3000:]
+            assert time.time() < deadline, (trained["tmp"] / "serving.log").read_text()[-3000:]
             try:
                 if requests.get(f"{url}/health", timeout=2).json().get("status") == "ok":
                     break
