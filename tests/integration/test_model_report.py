@@ -4,6 +4,9 @@ from the registered model); the registered pyfunc and the served /predict return
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -141,7 +144,11 @@ def test_pyfunc_and_predict_return_the_interval(trained: dict) -> None:
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "interval"
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group of the server this test started (its workers)
 
 
 def test_a_bad_external_cohort_fails_before_any_run(trained: dict, tmp_path: Path) -> None:
