@@ -36,6 +36,8 @@ RULES = {
     "category": "must be one of {categories}",
     # keys that are not features: counted, never named (a key can be data, e.g. a header-less CSV's first row)
     "unknown": "{n} unknown {columns} (not features of this model); expected: {names}",
+    # a request parameter, not a feature: ?interval / params.interval on a version trained without an ensemble
+    "no_interval": "this model version has no bootstrap ensemble; retrain it to get intervals",
 }
 
 

@@ -109,6 +109,29 @@ class RiskBand(BaseModel):
     color: str = "#777777"
 
 
+class Subgroup(BaseModel):
+    """Report performance by bands of a numeric feature: edges [25, 30] make < 25, 25–30 and >= 30."""
+
+    model_config = ConfigDict(extra="forbid")
+    feature: str
+    edges: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Subgroup:
+        if self.edges != sorted(set(self.edges)):
+            raise ValueError(f"subgroup '{self.feature}': edges must be strictly increasing")
+        return self
+
+
+class External(BaseModel):
+    """Another cohort with the same features and target, reported on but never used to choose the model."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    file: str
+    description: str = ""
+
+
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -122,6 +145,9 @@ class DatasetConfig(BaseModel):
     risk_bands: list[RiskBand] = Field(min_length=1)
     # Results published for the same data and split, shown beside ours: {name: {metric: value}}.
     published_baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Performance by subgroup (numeric bands here; every categorical feature is added automatically).
+    subgroups: list[Subgroup] = Field(default_factory=list)
+    external: list[External] = Field(default_factory=list)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -133,6 +159,13 @@ class DatasetConfig(BaseModel):
         uppers = [b.upper for b in self.risk_bands]
         if uppers != sorted(uppers) or len(set(uppers)) != len(uppers) or uppers[-1] != 1.0:
             raise ValueError("risk_bands must have increasing 'upper' limits ending at 1.0")
+        numeric = {f.name for f in self.features if f.type == "numeric"}
+        for g in self.subgroups:
+            if g.feature not in numeric:
+                raise ValueError(f"subgroup feature '{g.feature}' is not a numeric feature")
+        ext = [e.name for e in self.external]
+        if len(set(ext)) != len(ext):
+            raise ValueError("external cohorts need distinct names")
         return self
 
     def path(self, name: str | None) -> Path | None:

@@ -32,7 +32,7 @@ from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
 from pipeline.settings import CHALLENGER, PipelineSettings, load_settings
 from pipeline.tracking import log_new_params, training_run
-from pipeline.train import Fitted, TrainOptions, compile_additive, fit, set_reference
+from pipeline.train import Fitted, TrainOptions, attach_ensemble, compile_additive, fit, log_cv, set_reference
 
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "pima" / "dataset.yaml"
 # Sklearn's probabilities and the compiled model's must agree to this tolerance.
@@ -80,6 +80,7 @@ def load(args: argparse.Namespace) -> Inputs:
     config = load_config(args.config)
     split = load_split(config, seed=args.seed, train=args.train_data or None, test=args.test_data or None)
     check_cv(split, opts.cv_folds)
+    evaluate.load_external(config)  # a bad external cohort fails here too
     return Inputs(config, split, opts)
 
 
@@ -93,6 +94,7 @@ def train(inputs: Inputs, model_name: str) -> Trained:
     X_train, X_test = model.to_matrix(split.X_train), model.to_matrix(split.X_test)
     set_reference(model, X_train)
     params["reference"] = model.reference.tolist()
+    attach_ensemble(model, params, fitted, config, split.X_train, split.y_train, inputs.opts)  # per-prediction interval
     gap = float(np.max(np.abs(model.probability(X_test) - fitted.estimator.predict_proba(split.X_test)[:, 1])))
     if gap > COMPILE_TOLERANCE:
         raise RuntimeError(f"compiled model differs from scikit-learn by {gap:g}")
@@ -104,7 +106,11 @@ def evaluate_model(trained: Trained, inputs: Inputs) -> Evaluated:
     p = trained.model.probability(trained.X_test)
     test_metrics = evaluate.metrics(split.y_test, p, threshold)
     baselines = evaluate.reference_baselines(split.X_train, split.y_train, split.X_test, split.y_test, threshold)
-    trained.spec.update(metrics=test_metrics, baselines=baselines, cv=trained.fitted.cv_scores)
+    fitted = trained.fitted
+    trained.spec.update(metrics=test_metrics, baselines=baselines, cv=fitted.cv_scores)
+    trained.spec.update(cv_table=fitted.cv_table, select_by=fitted.select_by)
+    # Metric intervals, decision curve, subgroups, external cohorts (logged to the active run by evaluate.py).
+    trained.spec.update(evaluate.log_report(inputs.config, split, trained.model, p, seed=inputs.opts.seed))
     return Evaluated(p, test_metrics, baselines)
 
 
@@ -128,6 +134,7 @@ def log(inputs: Inputs, trained: Trained, evaluated: Evaluated) -> str:
     log_new_params({"chosen_family": fitted.family, "chosen_calibration": fitted.calibration,
                     **{f"chosen_{k.split('__')[-1]}": v for k, v in fitted.best_params.items()}})  # fmt: skip
     mlflow.log_metrics({f"cv_brier_{k}": v for k, v in fitted.cv_scores.items()})
+    mlflow.log_metrics(log_cv(fitted))  # every candidate's CV Brier, log loss and calibration slope
     mlflow.log_metrics({f"test_{k}": v for k, v in evaluated.metrics.items()})
     mlflow.log_metrics(evaluated.baselines)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +191,7 @@ def parse_args(argv: list[str] | None, settings: PipelineSettings) -> argparse.N
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="dataset config YAML")
     p.add_argument("--train-data", default="", help="override the config's training CSV")
     p.add_argument("--test-data", default="", help="override the config's test CSV")
-    p.add_argument("--family", default="auto", help="auto, logistic or spline")
+    p.add_argument("--family", default="auto", help="auto, logistic, spline or ebm")
     p.add_argument("--C", default="auto", help="inverse regularisation strength, or auto (CV)")
     p.add_argument("--n-knots", default="auto", help="spline knots, or auto (CV)")
     p.add_argument("--calibration", default="auto", help="auto, none or sigmoid")

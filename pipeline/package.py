@@ -36,8 +36,16 @@ def signature(config: DatasetConfig) -> ModelSignature:
             for f in config.features
         ]
     )
-    outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "label"), ColSpec("string", "risk_level")])
-    params = ParamSchema([ParamSpec("contributions", "boolean", False)])
+    outputs = Schema(
+        [
+            ColSpec("double", "probability"),
+            ColSpec("long", "label"),
+            ColSpec("string", "risk_level"),
+            ColSpec("double", "probability_low", required=False),  # with params {"interval": true}
+            ColSpec("double", "probability_high", required=False),
+        ]
+    )
+    params = ParamSchema([ParamSpec("contributions", "boolean", False), ParamSpec("interval", "boolean", False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

@@ -53,12 +53,14 @@ class RiskModel(mlflow.pyfunc.PythonModel):
         self.hi = np.array([f.get("max") if f.get("max") is not None else np.inf for f in self.features])
         self.integer = np.array([bool(f.get("integer")) for f in self.features])
         self.optional = np.array([bool(f.get("optional")) for f in self.features])
-        self.impute = np.array([t["impute"] for t in self.terms], dtype=float)
+        # None: the term scores a missing value itself (EBM's missing bin) instead of imputing it.
+        self.impute = np.array([np.nan if t["impute"] is None else t["impute"] for t in self.terms], dtype=float)
         # Linear terms are evaluated together as one dot product: the common case and the hot path.
         lin = [j for j, t in enumerate(self.terms) if t["kind"] == "linear"]
         self.lin_idx = np.array(lin, dtype=int)
         self.lin_center = np.array([self.terms[j]["center"] for j in lin], dtype=float)
         self.lin_w = np.array([self.terms[j]["weight"] / self.terms[j]["scale"] for j in lin], dtype=float)
+        self.lin_w_scale = np.array([self.terms[j]["scale"] for j in lin], dtype=float)
         self.other = [j for j in range(d) if j not in set(lin)]
         self.splines = {}
         for j in self.other:
@@ -69,6 +71,8 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                 self.splines[j] = BSpline(
                     np.array(t["knots"]), np.array(t["coef"]), int(t["degree"]), extrapolate=False
                 )
+        self.bins = {j: np.asarray(self.terms[j]["edges"]) for j in self.other if self.terms[j]["kind"] == "bins"}
+        self._load_ensemble(params.get("ensemble"))
         self.categories = {
             f["name"]: {c: float(i) for i, c in enumerate(f["categories"])}
             for f in self.features
@@ -123,8 +127,14 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             if t["kind"] == "spline":
                 z = (X[:, j] - t["center"]) / t["scale"]
                 G[:, j] = self.splines[j](np.clip(z, t["lo"], t["hi"]))  # constant extrapolation
-            else:  # categorical: one weight per category code
-                G[:, j] = np.asarray(t["weights"])[X[:, j].astype(int)]
+            elif t["kind"] == "bins":  # piecewise constant between cut points; NaN scores "missing"
+                x = X[:, j]
+                scores = np.asarray(t["scores"])[np.searchsorted(self.bins[j], x, side="right")]
+                G[:, j] = np.where(np.isnan(x), t["missing"], scores)
+            else:  # categorical: one weight per category code (NaN: its own score, when the term has one)
+                x = X[:, j]
+                weights = np.asarray(t["weights"])[np.nan_to_num(x).astype(int)]
+                G[:, j] = np.where(np.isnan(x), t.get("missing", np.nan), weights)
         return G
 
     def logit(self, X: np.ndarray) -> np.ndarray:
@@ -139,19 +149,91 @@ class RiskModel(mlflow.pyfunc.PythonModel):
     def risk_levels(self, p: np.ndarray) -> np.ndarray:
         return self.band_names[np.searchsorted(self.band_uppers, p, side="right")]
 
-    def predict_matrix(self, X: np.ndarray, contributions: bool = False) -> dict[str, np.ndarray]:
+    # ---- per-prediction interval: a bootstrap ensemble over the same basis ------------------------
+    # Every term is linear in a fixed basis (the scaled value, B-spline values, one-hot of a category or
+    # bin), so B refitted members are a (K, B) coefficient matrix and all their logits one matrix product.
+    INTERVAL_LEVEL = 0.90
+
+    def _load_ensemble(self, ens: dict[str, Any] | None) -> None:
+        self.ens_coef = self.ens_intercept = None
+        if ens is not None:
+            # Column 0 is the served model itself in the same basis: one product gives the point logit
+            # and every member's, so the basis (the costly part for splines) is evaluated once.
+            self.ens_coef = np.column_stack([ens["point"], np.asarray(ens["coef"], dtype=float)])
+            self.ens_intercept = np.r_[self.intercept, np.asarray(ens["intercept"], dtype=float)]
+            members = self.ens_coef.shape[1] - 1
+            tail = (1 - self.INTERVAL_LEVEL) / 2
+            # np.quantile's linear interpolation between order statistics, precomputed for this B.
+            self.q_pos = [(members - 1) * tail, (members - 1) * (1 - tail)]
+        self.all_linear = not self.other
+        self.spline_basis = {}
+        for j, t in enumerate(self.terms):
+            if t["kind"] == "spline":
+                from scipy.interpolate import BSpline
+
+                n = len(t["knots"]) - int(t["degree"]) - 1
+                self.spline_basis[j] = BSpline(np.array(t["knots"]), np.eye(n), int(t["degree"]), extrapolate=False)
+
+    def basis(self, X: np.ndarray) -> np.ndarray:
+        """The design matrix (n, K) whose product with a coefficient vector is the logit minus intercept."""
+        X = np.where(np.isnan(X), self.impute, X)
+        if self.all_linear:
+            return (X[:, self.lin_idx] - self.lin_center) / (self.lin_w_scale)
+        blocks = []
+        for j, t in enumerate(self.terms):
+            x = X[:, j]
+            if t["kind"] == "linear":
+                blocks.append(((x - t["center"]) / t["scale"])[:, None])
+            elif t["kind"] == "spline":
+                z = np.clip((x - t["center"]) / t["scale"], t["lo"], t["hi"])
+                blocks.append(self.spline_basis[j](z))
+            else:
+                size = len(t["scores"] if t["kind"] == "bins" else t["weights"])
+                col = np.searchsorted(self.bins[j], x, side="right") if t["kind"] == "bins" else x
+                if "missing" in t:  # column 0 is "missing", then the bins or categories
+                    size, col = size + 1, np.where(np.isnan(x), 0, np.nan_to_num(col) + 1)
+                onehot = np.zeros((len(x), size))
+                onehot[np.arange(len(x)), col.astype(int)] = 1.0
+                blocks.append(onehot)
+        return np.hstack(blocks)
+
+    def interval_logits(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The point logit and the 5th and 95th percentile of the members' logits (a 90 % interval)."""
+        if self.ens_coef is None:
+            raise MlflowException(
+                "this model version has no bootstrap ensemble, so it cannot give an interval; retrain it",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        logits = self.basis(X) @ self.ens_coef + self.ens_intercept  # (n, 1 + B): the one matrix product
+        members = np.sort(logits[:, 1:], axis=1)  # 10x faster than np.partition for B = 100 here
+        bounds = []
+        for q in self.q_pos:
+            lo = int(np.floor(q))
+            hi = min(lo + 1, members.shape[1] - 1)
+            bounds.append(members[:, lo] + (q - lo) * (members[:, hi] - members[:, lo]))
+        return logits[:, 0], bounds[0], bounds[1]
+
+    def predict_matrix(
+        self, X: np.ndarray, contributions: bool = False, interval: bool = False
+    ) -> dict[str, np.ndarray]:
         """Scores for a float matrix in feature order (categorical features as category codes)."""
         if contributions:
             G = self.terms_matrix(X)
             logit = self.intercept + G.sum(axis=1)
+        elif interval:
+            logit, low, high = self.interval_logits(X)
         else:
             logit = self.logit(X)
+        if interval and contributions:
+            _, low, high = self.interval_logits(X)
         p = 1.0 / (1.0 + np.exp(-logit))
         out: dict[str, np.ndarray] = {
             "probability": p,
             "label": (p >= self.threshold).astype(np.int64),
             "risk_level": self.risk_levels(p),
         }
+        if interval:
+            out["probability_low"], out["probability_high"] = 1.0 / (1.0 + np.exp(-low)), 1.0 / (1.0 + np.exp(-high))
         if contributions:
             out["logit"] = logit
             out["baseline"] = np.full(len(p), self.baseline)
@@ -195,7 +277,8 @@ class RiskModel(mlflow.pyfunc.PythonModel):
         if problems:
             raise InvalidInput(problems)
         contributions = bool((params or {}).get("contributions", False))
-        return pd.DataFrame(self.predict_matrix(X, contributions=contributions))
+        interval = bool((params or {}).get("interval", False))
+        return pd.DataFrame(self.predict_matrix(X, contributions=contributions, interval=interval))
 
 
 def _range_rule(lo: float | None, hi: float | None) -> str:

@@ -16,7 +16,10 @@ from serving.settings import Settings
 
 PARAMS = {
     "type": "object",
-    "properties": {"contributions": {"type": "boolean", "default": False}},
+    "properties": {
+        "contributions": {"type": "boolean", "default": False},
+        "interval": {"type": "boolean", "default": False, "description": "90 % bootstrap interval per row"},
+    },
     "additionalProperties": False,
 }
 

@@ -109,12 +109,13 @@ async def invocations(request: Request) -> Response:
     dl = Deadline(s.request_timeout_s)
     bad = strict.Collector(model.prepared["rules"])
     if media == CONTENT_TYPE_JSON:
-        X, contributions = strict.json_to_matrix(bad, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
+        X, flags = strict.json_to_matrix(bad, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
     else:
-        X, contributions = _frame(bad, media, data, s), False
+        X, flags = _frame(bad, media, data, s), {}
     dl.check()
     bad.check(X)
-    out = model.risk.predict_matrix(X, contributions=contributions)
+    strict.check_interval(model, flags.get("interval", False))
+    out = model.risk.predict_matrix(X, **flags)
     dl.check()
     metrics.count_levels(out["risk_level"])
     payload = orjson.dumps({"predictions": strict.as_records(out)})
@@ -169,6 +170,7 @@ async def predict(
     rid: RequestId,
     lang: Annotated[Lang, Query(description="language of error messages")] = "es",
     contributions: Annotated[bool, Query(description="include per-feature contributions")] = True,
+    interval: Annotated[bool, Query(description="include the 90 % bootstrap interval of each probability")] = False,
 ) -> Response:
     decode.mime(request.headers.get("content-type"), [CONTENT_TYPE_JSON])
     data = await decode.body(request, settings.max_body_bytes)
@@ -176,7 +178,8 @@ async def predict(
     bad = strict.Collector(model.prepared["rules"])
     X = _patients(bad, decode.loads(data), settings, dl)
     bad.check(X)
-    out = model.risk.predict_matrix(X, contributions=contributions)
+    strict.check_interval(model, interval)
+    out = model.risk.predict_matrix(X, contributions=contributions, interval=interval)
     dl.check()
     metrics.count_levels(out["risk_level"])
     doc = {
@@ -205,6 +208,9 @@ def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> l
         contrib = {n: out[f"contrib_{n}"].tolist() for n in model.names}
     for i in range(len(prob)):
         row: dict[str, Any] = {"probability": prob[i], "label": label[i], "risk_level": level[i]}
+        if "probability_low" in out:
+            row["probability_low"] = float(out["probability_low"][i])
+            row["probability_high"] = float(out["probability_high"][i])
         if contributions:
             row["baseline"] = base[i]
             row["logit"] = logit[i]

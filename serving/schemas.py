@@ -41,6 +41,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "json": ("el cuerpo debe ser JSON válido", "body must be valid JSON"),
     "bool": ("debe ser true o false", "must be true or false"),
     "lang": ("debe ser es o en", "must be es or en"),
+    "no_interval": (
+        "esta versión del modelo no tiene conjunto bootstrap; reentrénela para obtener intervalos",
+        "this model version has no bootstrap ensemble; retrain it to get intervals",
+    ),
 }
 
 
@@ -94,6 +98,8 @@ class Prediction(BaseModel):
     baseline: float | None = Field(None, description="logit of the reference patient (with contributions)")
     logit: float | None = Field(None, description="baseline + sum of contributions (with contributions)")
     contributions: dict[str, float] | None = Field(None, description="per feature, on the logit scale")
+    probability_low: float | None = Field(None, ge=0, le=1, description="90 % bootstrap interval (with interval)")
+    probability_high: float | None = Field(None, ge=0, le=1, description="90 % bootstrap interval (with interval)")
 
 
 class PredictResponse(BaseModel):

@@ -11,14 +11,17 @@ Messages name the field and the rule and never contain a submitted value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.validation import FeatureRules, Problem, unknown_problem
+from common.validation import RULES, FeatureRules, Problem, unknown_problem
 from serving.errors import Deadline, InputError, problems_error, too_many_rows
 from serving.mlflow_adapter import DF_RECORDS, DF_SPLIT, INPUTS, INSTANCES, REQUIRED_INPUT_FORMAT, SUPPORTED_FORMATS
 from serving.mlflow_adapter import split_data_and_params as _split_data_and_params
+
+if TYPE_CHECKING:
+    from serving.model_store import ServedModel
 
 CHECK_EVERY = 1024  # rows between deadline checks: cheap, and keeps the overrun of a timed-out request small
 
@@ -176,23 +179,35 @@ def _split(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadl
     return X
 
 
-def _params(params: Any, allow_extra: bool) -> bool:
-    """The model's only parameter, ``contributions``; anything else is refused unless extras are allowed."""
+PARAMS = ("contributions", "interval")  # the model's parameters (its signature's params schema)
+
+
+def _params(params: Any, allow_extra: bool) -> dict[str, bool]:
+    """The model's parameters, each true or false; anything else is refused unless extras are allowed."""
     if params is None:
-        return False
+        return {}
     if type(params) is not dict:
         raise InputError("params must be a JSON object")
-    unknown = [k for k in params if k != "contributions"]
+    unknown = [k for k in params if k not in PARAMS]
     if unknown and not allow_extra:
-        raise InputError(f"params: {len(unknown)} unknown parameter(s); the model's only parameter is contributions")
-    value = params.get("contributions", False)
-    if type(value) is not bool:
-        raise InputError("params.contributions: must be true or false")
-    return value
+        raise InputError(f"params: {len(unknown)} unknown parameter(s); the model's parameters are {', '.join(PARAMS)}")
+    flags = {k: params.get(k, False) for k in PARAMS}
+    for k, value in flags.items():
+        if type(value) is not bool:
+            raise InputError(f"params.{k}: must be true or false")
+    return flags
 
 
-def json_to_matrix(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline) -> tuple[np.ndarray, bool]:
-    """A decoded MLflow JSON payload → (float matrix in feature order, contributions flag); values of the wrong
+def check_interval(model: ServedModel, interval: bool) -> None:
+    """An interval asked of a version trained without the bootstrap ensemble is refused, naming the parameter."""
+    if interval and getattr(model.risk, "ens_coef", None) is None:
+        raise InputError("interval: " + RULES["no_interval"], problems=[Problem("interval", "no_interval", {})])
+
+
+def json_to_matrix(
+    bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline
+) -> tuple[np.ndarray, dict[str, bool]]:
+    """A decoded MLflow JSON payload → (float matrix in feature order, the params' flags); values of the wrong
     type are recorded in ``bad``."""
     if type(doc) is not dict:
         raise InputError(f"{REQUIRED_INPUT_FORMAT}. Received a {type(doc).__name__}.")
@@ -204,7 +219,7 @@ def json_to_matrix(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, d
     extra = set(doc) - SUPPORTED_FORMATS - {"params"}
     if extra and not allow_extra:
         raise InputError(f"{len(extra)} unexpected top-level field(s); expected one input format and optional params")
-    contributions = _params(params, allow_extra)
+    flags = _params(params, allow_extra)
     ((fmt, payload),) = data.items()
     if fmt == DF_SPLIT:
         X = _split(bad, payload, allow_extra, max_rows, dl)
@@ -221,7 +236,7 @@ def json_to_matrix(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, d
             raise InputError(f"{fmt} must be a list of records or an object of columns")
     else:  # pragma: no cover - SUPPORTED_FORMATS is the four above
         raise InputError(REQUIRED_INPUT_FORMAT)
-    return X, contributions
+    return X, flags
 
 
 def frame_to_matrix(bad: Collector, df: Any, allow_extra: bool, max_rows: int) -> np.ndarray:

@@ -88,9 +88,12 @@ def predict(
     timeout: float,
     contributions: bool = True,
     session: requests.Session | None = None,
+    interval: bool = False,
 ) -> dict[str, Any]:
     """POST /predict with a list of patients; returns the 200 body, raises ApiValidationError on 422."""
     params = {"contributions": "true" if contributions else "false", "lang": lang}
+    if interval:  # 90 % bootstrap interval per patient (probability_low / probability_high)
+        params["interval"] = "true"
     url = f"{base_url}/predict"
     if session is None:
         resp = _request("POST", url, timeout, params=params, json=patients)

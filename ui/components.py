@@ -170,6 +170,109 @@ NUMBER_LOCALE = {
 }
 
 
+def predict_with_interval(settings: Any, patients: list[dict[str, Any]], lang: str) -> dict[str, Any]:
+    """/predict with the 90 % interval; a model version trained before intervals existed refuses the
+    flag (422 on the field 'interval'), and is then asked without it."""
+    from ui import api
+
+    try:
+        return api.predict(settings.api_base_url, patients, lang, settings.api_timeout_s, interval=True)
+    except api.ApiValidationError as exc:
+        if not exc.errors or any(e.get("field") != "interval" for e in exc.errors):
+            raise
+    return api.predict(settings.api_base_url, patients, lang, settings.api_timeout_s)
+
+
+def interval_chart(pred: dict[str, Any], bands: list[dict[str, Any]]) -> None:
+    """The probability as a dot, its 90 % interval as a line, over the risk bands' colours."""
+    import altair as alt
+    import pandas as pd
+
+    lang = current_lang()
+    lows = [0.0, *[float(b["upper"]) for b in bands[:-1]]]
+    zones = pd.DataFrame(
+        [
+            {
+                "start": lo,
+                "end": float(b["upper"]),
+                "band": spec.localized(b.get("label"), lang) or b["name"],
+                "color": b.get("color", "#777"),
+            }
+            for lo, b in zip(lows, bands, strict=True)
+        ]
+    )
+    p, lo, hi = float(pred["probability"]), float(pred["probability_low"]), float(pred["probability_high"])
+    point = pd.DataFrame([{"p": p, "lo": lo, "hi": hi, "y": 0}])
+    x = alt.X("start:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=t("probability")))
+    base = (
+        alt.Chart(zones)
+        .mark_rect(opacity=0.2)
+        .encode(
+            x=x,
+            x2="end:Q",
+            color=alt.Color("color:N", scale=None),
+            tooltip=[alt.Tooltip("band:N", title=t("risk_band"))],
+        )
+    )
+    rule = alt.Chart(point).mark_rule(strokeWidth=4, color="#333").encode(x="lo:Q", x2="hi:Q")
+    dot = (
+        alt.Chart(point)
+        .mark_circle(size=160, color="#000")
+        .encode(
+            x="p:Q",
+            tooltip=[
+                alt.Tooltip("p:Q", format=".1%", title=t("probability")),
+                alt.Tooltip("lo:Q", format=".1%", title=t("interval_low")),
+                alt.Tooltip("hi:Q", format=".1%", title=t("interval_high")),
+            ],  # fmt: skip
+        )
+    )
+    st.altair_chart((base + rule + dot).properties(height=70), width="stretch")
+
+
+def uncertainty_and_subgroups(mspec: dict[str, Any], rows: list[tuple[str, str]]) -> None:
+    """The model page's 95 % intervals of the held-out metrics and its subgroup table (model.json of the
+    version; versions trained before intervals existed have neither, and show nothing here)."""
+    import pandas as pd
+
+    held, ci = mspec.get("metrics") or {}, mspec.get("metrics_ci") or {}
+    if ci:
+        st.subheader(t("intervals_title"))
+        table = [
+            {
+                t("metric"): label,
+                t("value"): _fmt(held.get(k), k),
+                t("interval_95"): f"{_fmt(ci[k][0], k)} – {_fmt(ci[k][1], k)}",
+            }
+            for k, label in rows
+            if k in ci
+        ]
+        st.dataframe(pd.DataFrame(table), hide_index=True, key="intervals_table")
+        st.caption(t("intervals_help"))
+    groups = mspec.get("subgroups") or []
+    if groups:
+        st.subheader(t("subgroups_title"))
+        table = []
+        for g in groups:
+            m, gci = g.get("metrics") or {}, g.get("ci") or {}
+            auc = f"{m['roc_auc']:.3f} ({gci['roc_auc'][0]:.3f} – {gci['roc_auc'][1]:.3f})" if m else "—"
+            table.append(
+                {
+                    t("subgroup"): f"{g['feature']} {g['band']}",
+                    "n": g["n"],
+                    t("cases"): g["events"],
+                    "ROC AUC (95 %)": auc,
+                    t("flag"): t("flag_below") if g.get("flag") else ("" if m else t("too_few")),
+                }
+            )
+        st.dataframe(pd.DataFrame(table), hide_index=True, key="subgroups_table")
+        st.caption(t("subgroups_help"))
+
+
+def _fmt(x: Any, key: str) -> str:
+    return "—" if x is None else f"{float(x):.0f}" if key == "errors" else f"{float(x):.3f}"
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

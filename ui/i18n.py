@@ -140,6 +140,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Each bar shows how far that input moves the risk from a reference patient (training averages; "
         "risk {reference}). Inputs not measured are imputed with the median.",
     },
+    "interval_caption": {"es": "Intervalo del 90 %: {low} – {high}", "en": "90 % interval: {low} – {high}"},
+    "interval_help": {
+        "es": "Rango de la probabilidad entre 100 versiones del modelo reentrenadas con remuestreos (bootstrap) de "
+        "los datos de entrenamiento: refleja cuánto sabe el modelo sobre pacientes como este, no el error de "
+        "las mediciones.",
+        "en": "Range of the probability across 100 versions of the model retrained on bootstrap resamples of the "
+        "training data: it shows how much the model knows about patients like this one, not measurement error.",
+    },
+    "interval_low": {"es": "Límite inferior (90 %)", "en": "Lower limit (90 %)"},
+    "interval_high": {"es": "Límite superior (90 %)", "en": "Upper limit (90 %)"},
     "model_version_used": {"es": "Modelo {name}, versión {version}", "en": "Model {name}, version {version}"},
     # ---- batch assessment ----
     "batch_title": {"es": "Evaluación por lotes", "en": "Batch assessment"},
@@ -330,6 +340,28 @@ STRINGS: dict[str, dict[str, str]] = {
     "specificity": {"es": "Especificidad", "en": "Specificity"},
     "calibration_slope": {"es": "Pendiente de calibración", "en": "Calibration slope"},
     "calibration_intercept": {"es": "Intercepto de calibración", "en": "Calibration intercept"},
+    "intervals_title": {"es": "Incertidumbre (intervalos del 95 %)", "en": "Uncertainty (95 % intervals)"},
+    "metric": {"es": "Métrica", "en": "Metric"},
+    "value": {"es": "Valor", "en": "Value"},
+    "interval_95": {"es": "Intervalo del 95 %", "en": "95 % interval"},
+    "intervals_help": {
+        "es": "Intervalos bootstrap (1000 remuestreos de los pacientes de prueba): con pocos cientos de pacientes, "
+        "diferencias dentro del intervalo no son concluyentes.",
+        "en": "Bootstrap intervals (1000 resamples of the test patients): with a few hundred patients, differences "
+        "inside the interval are not conclusive.",
+    },
+    "subgroups_title": {"es": "Rendimiento por subgrupo", "en": "Performance by subgroup"},
+    "subgroup": {"es": "Subgrupo", "en": "Subgroup"},
+    "cases": {"es": "Casos", "en": "Cases"},
+    "flag": {"es": "Aviso", "en": "Flag"},
+    "flag_below": {"es": "Por debajo del global", "en": "Below overall"},
+    "too_few": {"es": "Muy pocos casos", "en": "Too few cases"},
+    "subgroups_help": {
+        "es": "Se marca un subgrupo cuando todo su intervalo del 95 % del AUC queda por debajo del AUC global. "
+        "Los subgrupos pequeños tienen intervalos anchos: no estar marcado no prueba un rendimiento igual.",
+        "en": "A subgroup is flagged when its whole 95 % AUC interval lies below the overall AUC. Small subgroups "
+        "have wide intervals: not being flagged does not prove equal performance.",
+    },
     "metrics_help": {
         "es": "ROC AUC: discriminación (más alto es mejor). Brier: error de las probabilidades (más bajo es "
         "mejor). Errores: clasificaciones erróneas con el umbral del modelo. Las referencias recalculadas usan "

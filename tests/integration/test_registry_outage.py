@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import backend_env, run_pipeline
-from tests.test_serving import start_server
+from tests.integration.test_serving import start_server
 
 pytestmark = pytest.mark.slow
 FAST_TRAIN = ("--cv-repeats", "1", "--cv-folds", "3", "--family", "logistic", "--C", "1", "--calibration", "none")

@@ -114,6 +114,13 @@ def test_submit_shows_the_api_probability(app_env: Stack, info: dict[str, Any]) 
     )
     assert at.warning[0].value == tr("disclaimer", "es")
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "contributions chart missing"
+    # The 90 % interval from /predict?interval=true, in words under the probability (and drawn as a chart).
+    r = requests.post(f"{app_env.api_url}/predict", params={"interval": "true"}, json=[values], timeout=10)
+    low, high = (
+        spec.format_probability(r.json()["predictions"][0][k]) for k in ("probability_low", "probability_high")
+    )
+    assert tr("interval_caption", "es", low=low, high=high) in [c.value for c in at.caption]
+    assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 2  # interval + contributions
 
 
 def test_not_measured_leaves_the_field_out(app_env: Stack, info: dict[str, Any]) -> None:
@@ -383,6 +390,13 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]
+    # 95 % intervals of the held-out metrics, and the subgroup table (from the version's model.json).
+    intervals = next(d.value for d in at.dataframe if tr("interval_95", "es") in d.value.columns)
+    auc = intervals[intervals[tr("metric", "es")] == "ROC AUC"].iloc[0]
+    low, high = (float(x) for x in auc[tr("interval_95", "es")].split(" – "))
+    assert low < float(auc[tr("value", "es")]) < high and auc[tr("value", "es")] == f"{info['metrics']['roc_auc']:.3f}"
+    groups = next(d.value for d in at.dataframe if tr("subgroup", "es") in d.value.columns)
+    assert {"edad < 30", "edad >= 45", "imc >= 35"} <= set(groups[tr("subgroup", "es")])
     details = next(c.value for c in at.caption if c.value.startswith("Familia "))
     assert f"calibración {calibration_name(info['calibration'], 'es')} ·" in details
     assert calibration_name(info["calibration"], "es") != info["calibration"]  # a word, not the code

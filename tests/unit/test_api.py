@@ -52,7 +52,7 @@ def test_openapi_lists_every_status_and_content_type(doc: dict[str, Any]) -> Non
     assert {"200", "400", "413", "415", "422", "503", "504"} <= set(pred["responses"])
     assert pred["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
     assert pred["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictError")
-    assert {p["name"] for p in pred["parameters"]} == {"lang", "contributions"}
+    assert {p["name"] for p in pred["parameters"]} == {"lang", "contributions", "interval"}
     assert "503" in paths["/model/info"]["get"]["responses"] and "404" in paths["/ping"]["get"]["responses"]
     assert "503" in paths["/health"]["get"]["responses"]
     schemas = doc["components"]["schemas"]

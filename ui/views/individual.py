@@ -90,6 +90,15 @@ def show_result(result: dict[str, Any], not_measured: set[str]) -> None:
     st.subheader(t("result_title"))
     c1, c2, c3 = st.columns(3)
     c1.metric(t("probability"), spec.format_probability(float(pred["probability"]), lang))
+    if pred.get("probability_low") is not None:
+        c1.caption(
+            t(
+                "interval_caption",
+                low=spec.format_probability(float(pred["probability_low"]), lang),
+                high=spec.format_probability(float(pred["probability_high"]), lang),
+            ),
+            help=t("interval_help"),
+        )
     with c2:
         st.markdown(f"**{t('risk_band')}**")
         components.risk_badge(spec.band_for(bands, str(pred.get("risk_level"))), str(pred.get("risk_level")))
@@ -99,6 +108,8 @@ def show_result(result: dict[str, Any], not_measured: set[str]) -> None:
         t("label_positive") if int(pred.get("label", 0)) == 1 else t("label_negative"),
         help=t("label_help", threshold=spec.format_probability(float(threshold), lang)),
     )
+    if pred.get("probability_low") is not None:
+        components.interval_chart(pred, bands)
     st.markdown(f"**{t('contributions_title')}**")
     if isinstance(pred.get("contributions"), dict):
         components.contributions_chart(pred["contributions"], features, not_measured)
@@ -118,7 +129,7 @@ if st.button(t("submit"), type="primary", key="submit"):
         show_problems(problems)
     else:
         try:
-            body = api.predict(settings.api_base_url, [payload], lang, settings.api_timeout_s)
+            body = components.predict_with_interval(settings, [payload], lang)
             st.session_state["individual_result"] = {"payload": payload, "body": body}
         except api.ApiError as exc:
             components.api_error(exc, settings.api_base_url, features)

@@ -261,6 +261,7 @@ def main() -> None:
     card_header(settings, mv, mspec, run["params"], lang)
     st.subheader(t("metrics_title", n=mspec.get("n_test") or run["params"].get("n_test", "?")))
     metrics_table(mv["version"], mspec, run["metrics"], lang)
+    components.uncertainty_and_subgroups(mspec, metric_rows())  # 95 % intervals and subgroups
     plots(settings, mv)
     inputs_and_bands(mspec, lang)
     st.subheader(t("limits_title"))
