@@ -25,8 +25,9 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from common import signing
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
-from pipeline import evaluate, registry
+from pipeline import evaluate, registry, synthetic
 from pipeline.config import ConfigError, DatasetConfig, load_config
 from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
@@ -180,7 +181,7 @@ def train_and_register(
             mlflow.log_artifact(str(card))
             model_json = tmp_path / "model.json"
             model_json.write_text(json.dumps({"spec": spec, "params": params}, indent=1), encoding="utf-8")
-            example = split.X_test.head(3).astype({f.name: float for f in config.features if f.type == "numeric"})
+            example = synthetic.input_example(config)  # never a training or test row (real patients)
             reqs = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
             if any(t["kind"] == "spline" for t in params["terms"]):
                 reqs.append(f"scipy=={scipy.__version__}")
@@ -213,6 +214,8 @@ def train_and_register(
             )
             client.set_model_version_tag(model_name, mv.version, "gate", "passed" if result.passed else "failed")
             client.set_model_version_tag(model_name, mv.version, "gate_reasons", "; ".join(result.reasons))
+            # Signed (files + verdict) before any alias can point at it; a no-op without MODEL_SIGNING_KEY.
+            signing.sign_registered_version(client, model_name, mv.version, "passed" if result.passed else "failed")
             if result.passed:
                 registry.promote(client, model_name, mv.version)
             mlflow.set_tag("gate", "passed" if result.passed else "failed")

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
+from common import signing
 from common.backend import tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -60,14 +61,14 @@ def gate(
         return result
     result.champion_version = champ
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+        # Verified before its code is imported: this process holds the signing key.
+        model = signing.load_verified(client, name, champ)
         p = np.asarray(model.predict(X_test)["probability"], dtype=float)
         result.champion_auc = float(roc_auc_score(y_test, p))
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
         result.passed = False
-        result.reasons.append(
-            f"champion v{champ} cannot be scored on this test data ({type(exc).__name__}); promote by hand"
-        )
+        why = str(exc) if isinstance(exc, signing.UntrustedModel) else type(exc).__name__
+        result.reasons.append(f"champion v{champ} cannot be scored on this test data ({why}); promote by hand")
         return result
     if new_auc < result.champion_auc - max_auc_drop:
         result.passed = False
@@ -112,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "promote":
             if not args.version:
                 parser.error("promote needs --version")
+            # Promoting by hand vouches for the version: sign its files (verdict "manual") BEFORE the alias
+            # moves, so an API with signing on never sees an unsigned champion.
+            if signing.sign_registered_version(client, args.name, args.version, "manual"):
+                print(f"signed {args.name} version {args.version} (promoted by hand)")
+            else:
+                print(f"warning: {signing.KEY_VARIABLE} is not set; version {args.version} is not signed and an "
+                      "API with signing on will refuse it", file=sys.stderr)  # fmt: skip
             promote(client, args.name, args.version)
             print(f"{args.name}@{CHAMPION} -> version {args.version}")
         else:
