@@ -881,6 +881,30 @@ def test_build_command_allowed_hosts_override() -> None:
     assert _flag(command, "--allowed-hosts") == "mlflow.example.org"
 
 
+def test_build_command_turns_on_basic_auth_with_an_admin_password() -> None:
+    assert "--app-name" not in build_command({})  # a laptop: no admin password, no authentication
+    command = build_command({"MLFLOW_AUTH_ADMIN_PASSWORD": "generated-by-render"})
+    assert _flag(command, "--app-name") == "basic-auth"
+    assert "generated-by-render" not in " ".join(command)
+
+
+def test_auth_config_denies_by_default_and_keeps_the_password_out(tmp_path: Path) -> None:
+    import configparser
+
+    from deploy.mlflow_server import write_auth_config
+
+    env = {"DATABASE_URL": "postgres://u:p%40ss@db:5432/x", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-admin-password",
+           "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "conf" / "auth.ini")}  # fmt: skip
+    path = write_auth_config(env)
+    assert path == tmp_path / "conf" / "auth.ini" and path.stat().st_mode & 0o077 == 0
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    assert parser["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert parser["mlflow"]["database_uri"] == "postgresql+psycopg2://u:p%40ss@db:5432/x"  # same DB as the registry
+    assert parser["mlflow"]["admin_username"] == "admin"
+    assert "s3cret-admin-password" not in path.read_text()
+
+
 def test_build_command_is_pure() -> None:
     before = dict(os.environ)
     build_command({"DATABASE_URL": "postgres://a@b/c", "PORT": "1"})

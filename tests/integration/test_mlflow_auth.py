@@ -130,8 +130,15 @@ def test_anonymous_and_read_only_users_cannot_change_the_registry(auth_server: A
         assert s.call(user, "DELETE", "/api/2.0/mlflow/registered-models/alias", {"name": MODEL, "alias": "champion"}) \
             == 403  # fmt: skip
         assert s.call(user, "POST", "/api/2.0/mlflow/model-versions/create", version_body) == 403
-        assert s.call(user, "POST", "/api/2.0/mlflow/model-versions/set-tag",
-                      {"name": MODEL, "version": "1", "key": "signature.verdict", "value": "passed"}) == 403
+        assert (
+            s.call(
+                user,
+                "POST",
+                "/api/2.0/mlflow/model-versions/set-tag",
+                {"name": MODEL, "version": "1", "key": "signature.verdict", "value": "passed"},
+            )
+            == 403
+        )
         assert s.call(user, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": MODEL}) == 403
         upload = requests.put(f"{s.url}/api/2.0/mlflow-artifacts/artifacts/1/{run_id}/artifacts/model/x.py",
                               data=b"x", auth=s.creds(user), timeout=10)  # fmt: skip
@@ -162,8 +169,14 @@ def test_anonymous_and_read_only_users_cannot_change_the_registry(auth_server: A
                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 2 and "already exists" in again.stderr
     # Only an admin can create users.
-    refused = subprocess.run([sys.executable, "-m", "deploy.users", "add", "mallory"],
-                             env=s.client_env(users.API_USER), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "deploy.users", "add", "mallory"],
+        env=s.client_env(users.API_USER),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "403" in refused.stderr
 
 
@@ -247,16 +260,17 @@ def test_tampered_version_never_runs_in_the_api(auth_server: AuthServer, tmp_pat
         original = (files / "risk_model.py").read_text()
         payload = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('payload ran')\n"
         (files / "risk_model.py").write_text(payload + original)
-        client.log_model_artifacts(v1.model_id, str(files))  # overwrites the stored files in place
+        model_id = v1.model_id or v1.source.removeprefix("models:/")  # the logged model holding the files
+        client.log_model_artifacts(model_id, str(files))  # overwrites the stored files in place
         copied = {k: v for k, v in v1.tags.items() if k.startswith(("signature.", "gate"))}
-        v2 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, model_id=v1.model_id, tags=copied)
+        v2 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, tags=copied, model_id=model_id)
         client.set_registered_model_alias(MODEL, "champion", v2.version)
         doc = _wait_for(url, lambda d: "version 2" in (d["reason"] or ""), 60, "refusal of version 2", [log])
         assert doc["status"] == "degraded" and doc["model"]["version"] == "1", doc
         assert "invalid signature" in doc["reason"] and "still serving version 1" in doc["reason"], doc
 
         # The same files registered without any signature.
-        v3 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, model_id=v1.model_id)
+        v3 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, model_id=model_id)
         client.set_registered_model_alias(MODEL, "champion", v3.version)
         doc = _wait_for(url, lambda d: "version 3" in (d["reason"] or ""), 60, "refusal of version 3", [log])
         assert doc["status"] == "degraded" and "version 3 is not signed" in doc["reason"], doc
