@@ -99,9 +99,13 @@ class Rehearsal:
                 proc.wait()
 
 
-def start(database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml") -> Rehearsal:
-    """Start every web service of the Blueprint (each in its own process group, logs in ``workdir``)."""
-    services = {s["name"]: s for s in yaml.safe_load(blueprint.read_text())["services"]}
+def start(
+    database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml", only: set[str] | None = None
+) -> Rehearsal:
+    """Start every web service of the Blueprint, or those named in ``only`` (each in its own process group,
+    logs in ``workdir``)."""
+    declared = yaml.safe_load(blueprint.read_text())["services"]
+    services = {s["name"]: s for s in declared if not only or s["name"] in only}
     rehearsal = Rehearsal(services, {name: free_port() for name in services}, generate_secrets(services))
     for name, svc in services.items():
         log = workdir / f"{name}.log"
