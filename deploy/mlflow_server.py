@@ -21,7 +21,8 @@ Reads the environment, builds an ``mlflow server`` command line and replaces thi
   (``--app-name basic-auth``): every request needs a user, ``default_permission = NO_PERMISSIONS``, and the
   user store lives in the same database as the registry. The launcher writes the auth config file
   (``MLFLOW_AUTH_CONFIG_PATH``, default a private temporary file) and, once the server answers, creates the
-  service users idempotently (``deploy.users``). Unset (a laptop): no authentication, bind loopback.
+  service users idempotently (``deploy.users``). Unset (a laptop): no authentication, and the launcher refuses
+  to bind anything but loopback (``HOST=127.0.0.1``), so an open registry is never offered to a network.
 """
 
 from __future__ import annotations
@@ -102,6 +103,20 @@ def write_auth_config(env: Mapping[str, str]) -> Path:
     return path
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_problem(env: Mapping[str, str]) -> str | None:
+    """Why this environment must not start (an unauthenticated server reachable from a network), or None."""
+    host = env.get("HOST") or "0.0.0.0"
+    if auth_enabled(env) or host in LOOPBACK_HOSTS:
+        return None
+    return (
+        f"refusing to serve the registry without authentication on {host}: anyone reaching it could replace "
+        "models. Set MLFLOW_AUTH_ADMIN_PASSWORD (render.yaml generates it) or bind HOST=127.0.0.1."
+    )
+
+
 def build_command(env: Mapping[str, str]) -> list[str]:
     """The ``mlflow server`` argv for this environment (pure: reads nothing but ``env``)."""
     command = [
@@ -125,6 +140,9 @@ def main() -> None:
     # MLflow 3.x starts a job runner with seven huey consumer processes (GenAI jobs this platform does not
     # use): about 1.3 GB more PSS, far past a 512 MB instance. Off unless explicitly enabled.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if problem := exposure_problem(os.environ):
+        print(f"deploy.mlflow_server: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     if auth_enabled(os.environ):
         os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(os.environ))
         from deploy import users

@@ -905,6 +905,17 @@ def test_auth_config_denies_by_default_and_keeps_the_password_out(tmp_path: Path
     assert "s3cret-admin-password" not in path.read_text()
 
 
+def test_launcher_refuses_an_open_registry_off_loopback() -> None:
+    from deploy.mlflow_server import exposure_problem
+
+    assert "without authentication on 0.0.0.0" in exposure_problem({})
+    assert exposure_problem({"HOST": "127.0.0.1"}) is None  # the local stack
+    assert exposure_problem({"MLFLOW_AUTH_ADMIN_PASSWORD": "x" * 16}) is None  # Render: 0.0.0.0 with auth
+    proc = subprocess.run([sys.executable, "-m", LAUNCHER_MODULE], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "PORT": "1"}, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "refusing" in proc.stderr
+
+
 def test_build_command_is_pure() -> None:
     before = dict(os.environ)
     build_command({"DATABASE_URL": "postgres://a@b/c", "PORT": "1"})
@@ -943,6 +954,7 @@ def _run_launcher_smoke(database_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RENDER_"))}
     env.update(
         PORT=str(port),
+        HOST="127.0.0.1",  # without MLFLOW_AUTH_ADMIN_PASSWORD the launcher binds loopback only
         DATABASE_URL=database_url,
         MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "mlartifacts"),
         RENDER_SERVICE_NAME="diabetes-mlflow",

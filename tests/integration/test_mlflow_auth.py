@@ -212,9 +212,10 @@ def _wait_for(url: str, predicate, timeout_s: float, what: str, logs: list[Path]
     raise AssertionError(f"{what} not seen within {timeout_s}s; last /health {doc}\n{tails(logs)}")
 
 
-def _start_api(s: AuthServer, tmp_path: Path, label: str) -> tuple[subprocess.Popen, str, Path]:
+def _start_api(s: AuthServer, tmp_path: Path, label: str, **extra: str) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
-    env = s.client_env(users.API_USER, MODEL_SIGNING_KEY=SIGNING_KEY, PORT=str(port), HOST="127.0.0.1",
+    extra = {"MODEL_SIGNING_KEY": SIGNING_KEY, **extra}
+    env = s.client_env(users.API_USER, **extra, PORT=str(port), HOST="127.0.0.1",
                        MODEL_CACHE_DIR=str(tmp_path / f"cache-{label}"), RELOAD_INTERVAL_S="1",
                        WEB_CONCURRENCY="1", API_AUTH="off")  # fmt: skip
     log = tmp_path / f"api-{label}.log"
@@ -301,7 +302,17 @@ def test_tampered_version_never_runs_in_the_api(auth_server: AuthServer, tmp_pat
     finally:
         stop(api)
     assert not marker.exists(), "the payload ran"
-    assert "payload ran" not in log.read_text(errors="replace")
+
+    # The control: the same attack against an API without the signing key runs the payload, so it is the
+    # signature check (and nothing else in this setup) that stopped it.
+    client.set_registered_model_alias(MODEL, "champion", v2.version)
+    api, url, log = _start_api(s, tmp_path, "unsigned", MODEL_SIGNING_KEY="")
+    try:
+        doc = _wait_for(url, lambda d: d["status"] == "ok", 120, "the unsigned API serving version 2", [log])
+        assert doc["model"]["version"] == v2.version and doc["signing"]["enabled"] is False, doc
+        assert marker.read_text() == "payload ran"
+    finally:
+        stop(api)
 
 
 def _as_api_columns(real: pd.DataFrame, names: pd.Index) -> pd.DataFrame:
