@@ -76,6 +76,7 @@ def mlflow_auth(pg: str, out: Path) -> int:
         if not auth:
             for svc in blueprint["services"]:
                 svc["envVars"] = [v for v in svc.get("envVars", []) if v["key"] != "MLFLOW_AUTH_ADMIN_PASSWORD"]
+                svc["envVars"].append({"key": "HOST", "value": "127.0.0.1"})  # the launcher's rule without auth
         path = work / "render.yaml"
         path.write_text(yaml.safe_dump(blueprint))
         db = f"bench_{uuid.uuid4().hex[:10]}"

@@ -96,7 +96,9 @@ def auth_server(postgres_url: str, tmp_path: Path) -> Iterator[AuthServer]:
         stop(proc)
 
 
-def test_anonymous_and_read_only_users_cannot_change_the_registry(auth_server: AuthServer, tmp_path: Path) -> None:
+def test_anonymous_and_read_only_users_cannot_change_the_registry(
+    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = auth_server
     ini = Path(s.env["MLFLOW_AUTH_CONFIG_PATH"])
     assert "default_permission = NO_PERMISSIONS" in ini.read_text() and ini.stat().st_mode & 0o077 == 0
@@ -152,7 +154,21 @@ def test_anonymous_and_read_only_users_cannot_change_the_registry(auth_server: A
     assert s.call(users.TRAINER_USER, "POST", "/api/2.0/mlflow/registered-models/alias", alias | {"version": "2"}) \
         == 200  # fmt: skip
 
-    # Provisioning again (a restart) is idempotent, and disarms the trainer now that a champion exists.
+    # Bootstrap trains as the trainer, then disarms it; the API's own credential is back in the environment.
+    from pipeline.bootstrap import bootstrap_credential
+
+    api_user, api_password = s.creds(users.API_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", api_user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", api_password)
+    monkeypatch.setenv("MLFLOW_BOOTSTRAP_USERNAME", users.TRAINER_USER)
+    monkeypatch.setenv("MLFLOW_BOOTSTRAP_PASSWORD", PASSWORDS["MLFLOW_TRAINER_PASSWORD"])
+    with bootstrap_credential(s.url) as disarm:
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == users.TRAINER_USER
+        disarm()
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == s.creds(users.API_USER)
+    assert s.call(users.TRAINER_USER, "GET", "/api/2.0/mlflow/registered-models/search") == 401
+
+    # Provisioning again (a restart) is idempotent, and keeps the trainer disarmed now that a champion exists.
     assert users.provision(s.env, s.url)[-1].startswith(f"{users.TRAINER_USER}: disarmed")
     assert s.call(users.TRAINER_USER, "GET", "/api/2.0/mlflow/registered-models/search") == 401
     assert s.call(users.API_USER, "GET", "/api/2.0/mlflow/registered-models/search") == 200
@@ -260,7 +276,7 @@ def test_tampered_version_never_runs_in_the_api(auth_server: AuthServer, tmp_pat
         # the signed version's tags copied, and point @champion at it.
         original = (files / "risk_model.py").read_text()
         payload = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('payload ran')\n"
-        (files / "risk_model.py").write_text(payload + original)
+        (files / "risk_model.py").write_text(original + "\n" + payload)  # runs at import
         model_id = v1.model_id or v1.source.removeprefix("models:/")  # the logged model holding the files
         client.log_model_artifacts(model_id, str(files))  # overwrites the stored files in place
         copied = {k: v for k, v in v1.tags.items() if k.startswith(("signature.", "gate"))}
