@@ -82,7 +82,10 @@ class Server:
         self.call("POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
 
     def set_password(self, username: str, password: str) -> None:
-        self.call("PATCH", "/api/2.0/mlflow/users/update-password", {"username": username, "password": password})
+        body = {"username": username, "password": password}
+        if username == self.username:  # MLflow asks a user changing their own password for the current one
+            body["current_password"] = self.password
+        self.call("PATCH", "/api/2.0/mlflow/users/update-password", body)
 
     def grant(self, username: str, grant: Grant) -> None:
         """Set the user's permission on the resource to exactly ``grant.permission`` (idempotent)."""
