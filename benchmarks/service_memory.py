@@ -1,6 +1,7 @@
 """Memory of each Render service, started as render.yaml starts it (deploy.rehearse), after use.
 
     .venv/bin/python benchmarks/service_memory.py [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--out PATH]
+    .venv/bin/python benchmarks/service_memory.py --mlflow-auth   # diabetes-mlflow alone: auth on vs off
 
 Creates a throwaway Postgres database, starts diabetes-mlflow, diabetes-api (which bootstraps a champion)
 and diabetes-streamlit, exercises each one (API: 500 predictions; MLflow: UI page and registry searches;
@@ -62,11 +63,77 @@ def exercise_app(url: str, features: list[dict]) -> None:
         browser.close()
 
 
+def mlflow_auth(pg: str, out: Path) -> int:
+    """diabetes-mlflow as render.yaml starts it (basic-auth on) against the same service with auth off (the
+    blueprint without MLFLOW_AUTH_ADMIN_PASSWORD) in the same run: RSS/PSS after the UI page, registry searches
+    and auth calls, each on a fresh database."""
+    import yaml
+
+    results: dict[str, dict] = {}
+    for label, auth in (("auth_off", False), ("auth_on", True)):
+        work = Path(tempfile.mkdtemp(prefix=f"mlflow-memory-{label}-"))
+        blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
+        if not auth:
+            for svc in blueprint["services"]:
+                svc["envVars"] = [v for v in svc.get("envVars", []) if v["key"] != "MLFLOW_AUTH_ADMIN_PASSWORD"]
+                svc["envVars"].append({"key": "HOST", "value": "127.0.0.1"})  # the launcher's rule without auth
+        path = work / "render.yaml"
+        path.write_text(yaml.safe_dump(blueprint))
+        db = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = psycopg2.connect(pg)
+        admin.autocommit = True
+        admin.cursor().execute(f'CREATE DATABASE "{db}"')
+        url = pg.rsplit("/", 1)[0] + f"/{db}"
+        stack = rehearse.start(url.replace("postgresql://", "postgres://", 1), work, path, only={"diabetes-mlflow"})
+        try:
+            base = stack.url("diabetes-mlflow")
+            wait(f"{base}/health", 300)
+            creds = ("admin", stack.generated[("diabetes-mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD")]) if auth else None
+            if auth:  # the service users are provisioned just after the server answers
+                deadline = time.monotonic() + 120
+                while "diabetes-trainer" not in (work / "diabetes-mlflow.log").read_text(errors="replace"):
+                    if time.monotonic() > deadline:
+                        raise SystemExit("service users not provisioned within 120 s")
+                    time.sleep(0.5)
+                assert requests.get(f"{base}/api/2.0/mlflow/registered-models/search", timeout=10).status_code == 401
+            results[label] = {"idle": memory_mib(stack.procs["diabetes-mlflow"].pid)}
+            with requests.Session() as s:
+                s.auth = creds
+                s.get(base, timeout=10).raise_for_status()
+                for _ in range(20):
+                    s.get(f"{base}/api/2.0/mlflow/registered-models/search", timeout=10).raise_for_status()
+                    s.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 5}, timeout=10)
+                    if auth:
+                        s.get(f"{base}/api/2.0/mlflow/users/get", params={"username": "diabetes-api"}, timeout=10)
+            time.sleep(2)
+            results[label]["after_use"] = memory_mib(stack.procs["diabetes-mlflow"].pid)
+        finally:
+            stack.stop()
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            admin.close()
+    doc = {"limit_mb": LIMIT_MB, "service": "diabetes-mlflow", "note": "MiB; same run, fresh database each",
+           "results": results}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print("| diabetes-mlflow | processes | RSS idle | PSS idle | RSS after use | PSS after use | PSS ≤ 512 MB |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for label, r in results.items():
+        a, b = r["idle"], r["after_use"]
+        ok = "yes" if b["pss_mib"] * 1.048576 <= LIMIT_MB else "**no**"
+        cells = [label, b["processes"], a["rss_mib"], a["pss_mib"], b["rss_mib"], b["pss_mib"], ok]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "service_memory.json"))
+    parser.add_argument("--out", default="")
+    parser.add_argument("--mlflow-auth", action="store_true", help="only diabetes-mlflow, with auth on and off")
     args = parser.parse_args()
+    if args.mlflow_auth:
+        return mlflow_auth(args.pg, Path(args.out or ROOT / "benchmarks" / "results" / "mlflow_auth_memory.json"))
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "service_memory.json")
 
     db = f"bench_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(args.pg)

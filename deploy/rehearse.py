@@ -27,7 +27,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def service_env(svc: dict[str, Any], ports: dict[str, int], database_url: str, disk_root: Path) -> dict[str, str]:
+def generate_secrets(services: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """One random value per ``generateValue`` variable, made once so ``fromService … envVarKey`` copies it."""
+    return {
+        (name, var["key"]): secrets.token_urlsafe(24)
+        for name, svc in services.items()
+        for var in svc.get("envVars", [])
+        if var.get("generateValue")
+    }
+
+
+def service_env(
+    svc: dict[str, Any],
+    ports: dict[str, int],
+    database_url: str,
+    disk_root: Path,
+    generated: dict[tuple[str, str], str] | None = None,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k not in ("DATABASE_URL", "PORT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # what Render's build installed
     mount = svc.get("disk", {}).get("mountPath")
@@ -41,11 +57,15 @@ def service_env(svc: dict[str, Any], ports: dict[str, int], database_url: str, d
                 raise ValueError(f"{svc['name']}.{key}: only connectionString is rehearsed")
             env[key] = database_url
         elif "fromService" in var:
-            if var["fromService"]["property"] != "hostport":
-                raise ValueError(f"{svc['name']}.{key}: only hostport is rehearsed")
-            env[key] = f"127.0.0.1:{ports[var['fromService']['name']]}"
+            ref = var["fromService"]
+            if "envVarKey" in ref:  # another service's variable; only generated ones are rehearsed
+                env[key] = (generated or {})[(ref["name"], ref["envVarKey"])]
+            elif ref.get("property") == "hostport":
+                env[key] = f"127.0.0.1:{ports[ref['name']]}"
+            else:
+                raise ValueError(f"{svc['name']}.{key}: only hostport and envVarKey are rehearsed")
         elif var.get("generateValue"):
-            env[key] = secrets.token_hex(16)
+            env[key] = (generated or {}).get((svc["name"], key)) or secrets.token_urlsafe(24)
     env["PORT"] = str(ports[svc["name"]])  # Render sets PORT (to the Blueprint's own value when it has one)
     env["RENDER_SERVICE_NAME"] = svc["name"]
     env["MODEL_CACHE_DIR"] = str(disk_root / "serving-cache")  # the instance's own disk, not the repo's
@@ -56,6 +76,7 @@ def service_env(svc: dict[str, Any], ports: dict[str, int], database_url: str, d
 class Rehearsal:
     services: dict[str, dict[str, Any]]
     ports: dict[str, int]
+    generated: dict[tuple[str, str], str] = field(default_factory=dict)  # the secrets Render would generate
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -78,10 +99,14 @@ class Rehearsal:
                 proc.wait()
 
 
-def start(database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml") -> Rehearsal:
-    """Start every web service of the Blueprint (each in its own process group, logs in ``workdir``)."""
-    services = {s["name"]: s for s in yaml.safe_load(blueprint.read_text())["services"]}
-    rehearsal = Rehearsal(services, {name: free_port() for name in services})
+def start(
+    database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml", only: set[str] | None = None
+) -> Rehearsal:
+    """Start every web service of the Blueprint, or those named in ``only`` (each in its own process group,
+    logs in ``workdir``)."""
+    declared = yaml.safe_load(blueprint.read_text())["services"]
+    services = {s["name"]: s for s in declared if not only or s["name"] in only}
+    rehearsal = Rehearsal(services, {name: free_port() for name in services}, generate_secrets(services))
     for name, svc in services.items():
         log = workdir / f"{name}.log"
         rehearsal.logs[name] = log
@@ -92,6 +117,6 @@ def start(database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yam
                 start_new_session=True,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=service_env(svc, rehearsal.ports, database_url, workdir / name),
+                env=service_env(svc, rehearsal.ports, database_url, workdir / name, rehearsal.generated),
             )
     return rehearsal

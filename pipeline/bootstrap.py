@@ -4,16 +4,24 @@ Runs before the API starts (``python -m pipeline.bootstrap && python -m serving`
 the champion and return at once. Two instances starting together train once: they serialise on a
 Postgres advisory lock when ``DATABASE_URL`` is set, else on a file lock, and look for the champion
 only once they hold it.
+
+Credentials (MLflow server with authentication): the champion is looked up as the API's own read-only user
+(``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``); training and registering use the one-shot
+bootstrap user (``MLFLOW_BOOTSTRAP_USERNAME`` / ``MLFLOW_BOOTSTRAP_PASSWORD``), whose password bootstrap
+replaces with a random one it throws away as soon as the champion is registered. The API process that starts
+next inherits this environment, so it holds only a dead bootstrap credential.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -79,7 +87,41 @@ def main() -> int:
         log.info("no %s@%s on %s: training one on the bundled data", name, alias, redact(uri))
         from pipeline import main as train_main
 
-        return train_main.main([])  # the defaults of pipeline/config.py; name and alias from the settings
+        with bootstrap_credential(uri) as disarm:
+            code = train_main.main([])  # the defaults of pipeline/config.py; name and alias from the settings
+            if code == 0:
+                disarm()
+        return code
+
+
+@contextmanager
+def bootstrap_credential(uri: str) -> Iterator[Any]:
+    """Use the bootstrap user for what is inside (when one is configured) and hand back a ``disarm`` that
+    makes its password unusable; the API's own credential is restored afterwards."""
+    username, password = os.environ.get("MLFLOW_BOOTSTRAP_USERNAME"), os.environ.get("MLFLOW_BOOTSTRAP_PASSWORD")
+    if not (username and password and uri.startswith(("http://", "https://"))):
+        yield lambda: None
+        return
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password)
+
+    def disarm() -> None:
+        from deploy.users import UsersError, disarm_own_password
+
+        try:
+            disarm_own_password(uri, username, password)
+            log.info("bootstrap credential %s disarmed", username)
+        except (UsersError, OSError) as exc:  # the MLflow launcher disarms it at its next start anyway
+            log.warning("could not disarm the bootstrap credential %s (%s)", username, exc)
+
+    try:
+        yield disarm
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from common.backend import PROJECT_ROOT
+from pipeline import synthetic
 from pipeline.config import DatasetConfig, feature_spec
 from pipeline.data import Split
 from pipeline.risk_model import RiskModel
@@ -109,7 +110,7 @@ def log_pyfunc(config: DatasetConfig, X_example: pd.DataFrame, spec: dict[str, A
         card_path.write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(card_path))
         model_json.write_text(json.dumps({"spec": spec, "params": params}, indent=1), encoding="utf-8")
-        example = X_example.head(3).astype({f.name: float for f in config.features if f.type == "numeric"})
+        example = synthetic.input_example(config)  # never a training or test row (real patients)
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),

@@ -28,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
+from common import signing
 from pipeline.config import MAX_AUC_DROP, MIN_AUC
 from pipeline.settings import CHALLENGER, PipelineSettings, load_settings
 
@@ -114,20 +115,22 @@ def gate(
     if result.champion_version is None:
         result.add(f"no current {alias}", "no_champion", alias=alias)
     else:
-        _against_served(result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
+        _against_served(client, result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
     return result
 
 
-def _against_served(result: GateResult, name: str, alias: str, new_auc: float, X_test: pd.DataFrame,
-                    y_test: np.ndarray, max_drop: float) -> None:  # fmt: skip
+def _against_served(client: MlflowClient, result: GateResult, name: str, alias: str, new_auc: float,
+                    X_test: pd.DataFrame, y_test: np.ndarray, max_drop: float) -> None:  # fmt: skip
     served = f"{alias} v{result.champion_version}"
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        # Verified before its code is imported (when this process holds the signing key).
+        model = signing.load_verified(client, name, str(result.champion_version))
         p = np.asarray(model.predict(X_test)["probability"], dtype=float)
         result.champion_auc = auc = float(roc_auc_score(y_test, p))
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
         result.passed = False
-        result.add(f"{served} cannot be scored on this test data ({type(exc).__name__}); promote by hand",
+        why = str(exc) if isinstance(exc, signing.UntrustedModel) else type(exc).__name__
+        result.add(f"{served} cannot be scored on this test data ({why}); promote by hand",
                    "champion_unscorable", version=result.champion_version)  # fmt: skip
         return
     if new_auc < auc - max_drop:
@@ -149,6 +152,8 @@ def gate_and_promote(
         result = gate(client, mv.name, alias, new_auc, X_test, y_test, rule)
         for key, value in result.tags().items():
             client.set_model_version_tag(mv.name, mv.version, key, value)
+        # Signed (files + verdict) before any alias can point at it; a no-op without MODEL_SIGNING_KEY.
+        signing.sign_registered_version(client, mv.name, str(mv.version), "passed" if result.passed else "failed")
         if result.passed:
             promote(client, mv.name, str(mv.version), alias)
     return result
@@ -227,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         if args.command == "promote":
+            # Promoting by hand vouches for the version: sign its files (verdict "manual") BEFORE the alias
+            # moves, so an API with signing on never sees an unsigned champion.
+            client.get_model_version(args.name, args.version)  # an unknown version: one error line, no warning
+            if signing.sign_registered_version(client, args.name, args.version, "manual"):
+                print(f"signed {args.name} version {args.version} (promoted by hand)")
+            else:
+                print(f"warning: {signing.KEY_VARIABLE} is not set; version {args.version} is not signed and an "
+                      "API with signing on will refuse it", file=sys.stderr)  # fmt: skip
             promote(client, args.name, args.version, alias)
             print(f"{args.name}@{alias} -> version {args.version}")
         else:

@@ -26,6 +26,7 @@ from typing import Any
 
 import mlflow
 
+from common import signing
 from common.backend import redact
 from serving import mlflow_adapter
 from serving.settings import Settings
@@ -77,6 +78,7 @@ def _signature_dict(pyfunc: Any) -> dict[str, Any]:
 
 def load_local(path: Path, meta: dict[str, Any], source: str) -> ServedModel:
     """Load a model from a local directory (no registry access, no `models:/` resolution)."""
+    signing.check_before_import(meta, path)  # raises UntrustedModel before any of the version's code runs
     # suppress_warnings skips MLflow's pip-requirement comparison (0.7 s and a map of every installed
     # package at each start); the serving image pins the same versions the model was trained with.
     pyfunc = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
@@ -199,6 +201,7 @@ class ModelStore:
                 "alias": self.settings.model_alias,
                 "run_id": mv.run_id or "",
                 "created_at": created,
+                "tags": dict(mv.tags or {}),  # the signature (common.signing) is checked against these
             }
 
         try:
@@ -274,7 +277,8 @@ class ModelStore:
         self._failed[(meta["version"], meta["run_id"])] = time.time()
         cur = self.current
         keeping = f"still serving version {cur.version}" if cur is not None else "no model is served"
-        self.problem = f"version {meta['version']} could not be loaded ({type(exc).__name__}); {keeping}"
+        why = str(exc) if isinstance(exc, signing.UntrustedModel) else type(exc).__name__
+        self.problem = f"version {meta['version']} could not be loaded ({why}); {keeping}"
         log.error(
             "loading %s version %s failed (%s: %s); %s",
             meta["name"],
@@ -406,6 +410,7 @@ class ModelStore:
                 "alias": self.settings.model_alias,
             },
             "registry_reachable": self.registry_reachable,
+            "signing": signing.status(),
             "uptime_s": round(time.time() - self.started, 3),
         }
 

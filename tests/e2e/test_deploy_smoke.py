@@ -30,7 +30,7 @@ def assert_readme_figures(metrics: dict[str, float]) -> None:
     assert cells[4].startswith(f"{metrics['test_calibration_slope']:.2f} ")
 
 
-def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, tmp_path: Path) -> None:
+def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, tmp_path: Path, monkeypatch) -> None:
     database_url = postgres_url.replace("postgresql://", "postgres://", 1)  # the form Render hands out
     stack = rehearse.start(database_url, tmp_path)
     try:
@@ -44,10 +44,22 @@ def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, t
         assert health["status"] == "ok" and health["registry_reachable"] is True
         assert health["model"]["version"] == "1"
 
+        assert health["signing"]["enabled"] is True
+        # The MLflow server requires a user; the bootstrap's one is dead now that a champion exists.
+        mlflow_url = stack.url("diabetes-mlflow")
+        search = f"{mlflow_url}/api/2.0/mlflow/registered-models/search"
+        assert requests.get(search, timeout=10).status_code == 401
+        trainer = ("diabetes-trainer", stack.generated[("diabetes-mlflow", "MLFLOW_TRAINER_PASSWORD")])
+        assert requests.get(search, auth=trainer, timeout=10).status_code == 401
+
         # Bootstrap registered the champion in the MLflow server, whose store is the Postgres database.
-        client = MlflowClient(tracking_uri=stack.url("diabetes-mlflow"))
+        admin_password = stack.generated[("diabetes-mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD")]
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
+        client = MlflowClient(tracking_uri=mlflow_url)
         champion = client.get_model_version_by_alias("diabetes-t2", "champion")
         assert str(champion.version) == "1" and champion.tags["gate"] == "passed"
+        assert champion.tags["signature.verdict"] == "passed"  # signed by bootstrap with MODEL_SIGNING_KEY
         # The first deploy trains with the defaults, so its held-out figures are the ones the README reports.
         assert_readme_figures(client.get_run(champion.run_id).data.metrics)
         import psycopg2
