@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import uuid
 from io import BytesIO, StringIO
@@ -25,7 +26,7 @@ from mlflow.version import VERSION
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from serving import metrics, strict
+from serving import auth, metrics, security_headers, strict
 from serving.docs import openapi_document
 from serving.model_store import ModelStore, ServedModel
 from serving.schemas import LANGS, Validator, error_entry
@@ -439,20 +440,26 @@ def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> l
     return rows
 
 
-def create_app(settings: Settings, store: ModelStore) -> Any:
+def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None = None) -> Any:
     """The ASGI app. FastAPI gives the app object; routes are plain Starlette routes (no dependency
-    solving per request) and the OpenAPI document is built from the served model's spec."""
+    solving per request) and the OpenAPI document is built from the served model's spec.
+    /ping, /version and /health are open (health checks); every other route needs a credential with its scope
+    (serving.auth). ``env`` (default os.environ) holds the authentication and browser settings."""
+    env = dict(os.environ if env is None else env)
     api = Api(settings, store)
+    protect = auth.protect
     app = FastAPI(title="Type-2 diabetes risk API", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_route("/ping", api.ping, methods=["GET"])
     app.add_route("/version", api.version, methods=["GET"])
-    app.add_route("/invocations", api.invocations, methods=["POST"])
-    app.add_route("/predict", api.predict, methods=["POST"])
+    app.add_route("/invocations", protect(api.invocations, "predict"), methods=["POST"])
+    app.add_route("/predict", protect(api.predict, "predict"), methods=["POST"])
     app.add_route("/health", api.health, methods=["GET"])
-    app.add_route("/model/info", api.model_info, methods=["GET"])
-    app.add_route("/metrics", api.metrics, methods=["GET"])
-    app.add_route("/openapi.json", api.openapi_json, methods=["GET"])
-    app.add_route("/docs", api.docs, methods=["GET"])
+    app.add_route("/model/info", protect(api.model_info, "info"), methods=["GET"])
+    app.add_route("/metrics", protect(api.metrics, "metrics"), methods=["GET"])
+    app.add_route("/openapi.json", protect(api.openapi_json, "info"), methods=["GET"])
+    app.add_route("/docs", protect(api.docs, "info"), methods=["GET"])
     app.add_middleware(metrics.MetricsMiddleware, routes=ROUTES)
+    auth.install(app, settings.host, env)
+    security_headers.install(app, env)
     app.state.api = api
     return app

@@ -1,0 +1,133 @@
+"""Rate limits and quotas for the protected routes, counted with the ``limits`` library.
+
+- RATE_LIMIT_PER_KEY (default ``600/minute;100000/day``): requests per credential (key, JWT client or the
+  service key): a rate and a daily quota.
+- RATE_LIMIT_AUTH_FAILURES (default ``10/minute``): failed credentials per client address. Once over it, that
+  address gets 429 before its credential is even looked at, so guessing keys is throttled.
+- RATE_LIMIT_STORAGE_URI (default empty: in-process): shared counters, ``redis://host:6379`` (Render Key Value).
+
+Limits use the ``limits`` notation (``N/second|minute|hour|day``, several joined by ``;``). A limit of 0 requests
+is refused (it would lock everyone out); to switch limiting off for one kind, give a very large number.
+
+In-process counting (the default) is per worker process: with WEB_CONCURRENCY=2 a client can reach up to twice a
+limit. Set RATE_LIMIT_STORAGE_URI for exact counts shared by every worker and instance. Counting uses fixed
+windows (the cheapest strategy: one counter per limit), so a client can burst up to twice a limit across a window
+boundary. If the shared store stops answering, counting falls back to in-process (logged) rather than refusing
+every request: authentication still holds, and abuse is still bounded per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from prometheus_client import Counter
+
+from serving.settings import SettingsError
+
+log = logging.getLogger("serving.ratelimit")
+
+DEFAULTS = {
+    "RATE_LIMIT_PER_KEY": "600/minute;100000/day",
+    "RATE_LIMIT_AUTH_FAILURES": "10/minute",
+}
+LIMITED = Counter("serving_rate_limited_total", "Requests refused with 429, by limit", ["limit"])
+
+
+def _parse(env: Mapping[str, str], key: str) -> tuple[RateLimitItem, ...]:
+    text = (env.get(key) or DEFAULTS[key]).strip()
+    try:
+        items = tuple(parse_many(text))
+    except ValueError:
+        raise SettingsError(f"{key} must look like '600/minute' or '600/minute;100000/day'") from None
+    if not items or any(item.amount < 1 for item in items):
+        raise SettingsError(f"{key} must allow at least 1 request per window")
+    return items
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    per_key: tuple[RateLimitItem, ...]
+    auth_failures: tuple[RateLimitItem, ...]
+    storage_uri: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RateLimitConfig:
+        uri = (env.get("RATE_LIMIT_STORAGE_URI") or "").strip()
+        if uri and not uri.startswith(("redis://", "rediss://")):
+            raise SettingsError("RATE_LIMIT_STORAGE_URI must be a redis:// or rediss:// URI (or empty: in-process)")
+        return cls(_parse(env, "RATE_LIMIT_PER_KEY"), _parse(env, "RATE_LIMIT_AUTH_FAILURES"), uri)
+
+
+class RateLimiter:
+    """Fixed-window counters, in memory (a few microseconds, no await) or in a shared store (redis-py's asyncio
+    client: the event loop keeps serving while the store answers). The shared client is made lazily in the
+    process and event loop that use it (never in gunicorn's master before the fork). A store that fails is
+    bypassed for STORE_RETRY_S, so an unreachable store costs one short timeout, not one per request."""
+
+    STORE_RETRY_S = 30.0
+    STORE_TIMEOUT_S = 0.25
+
+    def __init__(self, config: RateLimitConfig):
+        self.config = config
+        self._memory = FixedWindowRateLimiter(MemoryStorage())
+        self._shared: Any = None
+        self._shared_pid = 0
+        self._store_down_until = 0.0
+
+    def _shared_limiter(self) -> Any:
+        if self._shared is None or self._shared_pid != os.getpid():
+            from limits.aio.strategies import FixedWindowRateLimiter as AsyncFixedWindow
+
+            uri = "async+" + self.config.storage_uri
+            timeout = self.STORE_TIMEOUT_S
+            storage = storage_from_string(
+                uri, implementation="redispy", socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            self._shared, self._shared_pid = AsyncFixedWindow(storage), os.getpid()
+        return self._shared
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self.config.storage_uri and time.monotonic() >= self._store_down_until:
+            try:
+                return await getattr(self._shared_limiter(), method)(*args)
+            except Exception as exc:  # noqa: BLE001 - any store failure: count in-process instead of failing
+                self._store_down_until = time.monotonic() + self.STORE_RETRY_S
+                log.warning(
+                    "rate-limit store unreachable (%s); counting in-process for %.0f s",
+                    type(exc).__name__,
+                    self.STORE_RETRY_S,
+                )
+        return getattr(self._memory, method)(*args)
+
+    async def _retry_after(self, item: RateLimitItem, *ids: str) -> int:
+        stats = await self._call("get_window_stats", item, *ids)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def failures_exceeded(self, address: str) -> int | None:
+        """Seconds to wait if this address is over its failed-credential limit, else None. Does not count."""
+        for item in self.config.auth_failures:
+            if not await self._call("test", item, "auth-fail", address):
+                LIMITED.labels("auth_failures").inc()
+                return await self._retry_after(item, "auth-fail", address)
+        return None
+
+    async def record_failure(self, address: str) -> None:
+        for item in self.config.auth_failures:
+            await self._call("hit", item, "auth-fail", address)
+
+    async def hit_key(self, name: str) -> int | None:
+        """Count one request for this credential; seconds to wait if over a limit, else None."""
+        for item in self.config.per_key:
+            if not await self._call("hit", item, "key", name):
+                LIMITED.labels("per_key").inc()
+                return await self._retry_after(item, "key", name)
+        return None
