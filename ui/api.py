@@ -43,7 +43,8 @@ class ApiValidationError(ApiError):
 
 def _auth() -> dict[str, str]:
     """The app's own API credential (API_SERVICE_KEY, shared with the API through a Render env group), read on
-    each call so a rotated secret is picked up on the next request. No header locally when the API runs with auth off."""
+    each call so a rotated secret is picked up on the next request. Unset locally, where the API runs with auth
+    off on loopback."""
     key = os.environ.get("API_SERVICE_KEY")
     return {"Authorization": f"Bearer {key}"} if key else {}
 
