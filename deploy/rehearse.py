@@ -1,6 +1,8 @@
 """Run render.yaml's services on this machine, as Render would start them: each service's exact
 startCommand, PORT set, ``fromDatabase`` resolved to a given Postgres URL, ``fromService … hostport`` to
-loopback ports, ``generateValue`` to a random secret, and the disk's mountPath to a local folder.
+loopback ports, ``generateValue`` to a random secret (one per env group, shared by the services that read it),
+a Key Value's ``connectionString`` to the local Redis (REHEARSE_REDIS_URL, default redis://127.0.0.1:6379/0), and
+the disk's mountPath to a local folder. Only the web services are started.
 
 Used by the deployment smoke test and the memory benchmark; Render itself cannot be reached from here.
 """
@@ -27,11 +29,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def service_env(svc: dict[str, Any], ports: dict[str, int], database_url: str, disk_root: Path) -> dict[str, str]:
+def group_env(blueprint: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each env group's variables, its generated secrets made once (Render generates a group's value once)."""
+    groups = {}
+    for group in blueprint.get("envVarGroups") or []:
+        groups[group["name"]] = {
+            var["key"]: secrets.token_urlsafe(32) if var.get("generateValue") else str(var["value"])
+            for var in group["envVars"]
+        }
+    return groups
+
+
+def service_env(
+    svc: dict[str, Any],
+    ports: dict[str, int],
+    database_url: str,
+    disk_root: Path,
+    groups: dict[str, dict[str, str]] | None = None,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k not in ("DATABASE_URL", "PORT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # what Render's build installed
     mount = svc.get("disk", {}).get("mountPath")
     for var in svc.get("envVars", []):
+        if "fromGroup" in var:
+            env.update((groups or {})[var["fromGroup"]])
+            continue
         key = var["key"]
         if "value" in var:
             value = str(var["value"])
@@ -40,6 +62,10 @@ def service_env(svc: dict[str, Any], ports: dict[str, int], database_url: str, d
             if var["fromDatabase"]["property"] != "connectionString":
                 raise ValueError(f"{svc['name']}.{key}: only connectionString is rehearsed")
             env[key] = database_url
+        elif "fromService" in var and var["fromService"]["type"] == "keyvalue":
+            if var["fromService"]["property"] != "connectionString":
+                raise ValueError(f"{svc['name']}.{key}: only a Key Value's connectionString is rehearsed")
+            env[key] = os.environ.get("REHEARSE_REDIS_URL", "redis://127.0.0.1:6379/0")
         elif "fromService" in var:
             if var["fromService"]["property"] != "hostport":
                 raise ValueError(f"{svc['name']}.{key}: only hostport is rehearsed")
@@ -57,6 +83,7 @@ class Rehearsal:
     services: dict[str, dict[str, Any]]
     ports: dict[str, int]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # what each service was started with
     logs: dict[str, Path] = field(default_factory=dict)
 
     def url(self, name: str, path: str = "") -> str:
@@ -80,11 +107,14 @@ class Rehearsal:
 
 def start(database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml") -> Rehearsal:
     """Start every web service of the Blueprint (each in its own process group, logs in ``workdir``)."""
-    services = {s["name"]: s for s in yaml.safe_load(blueprint.read_text())["services"]}
+    doc = yaml.safe_load(blueprint.read_text())
+    services = {s["name"]: s for s in doc["services"] if s["type"] == "web"}
+    groups = group_env(doc)
     rehearsal = Rehearsal(services, {name: free_port() for name in services})
     for name, svc in services.items():
         log = workdir / f"{name}.log"
         rehearsal.logs[name] = log
+        rehearsal.envs[name] = service_env(svc, rehearsal.ports, database_url, workdir / name, groups)
         with log.open("wb") as fh:
             rehearsal.procs[name] = subprocess.Popen(
                 ["bash", "-c", svc["startCommand"]],
@@ -92,6 +122,6 @@ def start(database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yam
                 start_new_session=True,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=service_env(svc, rehearsal.ports, database_url, workdir / name),
+                env=rehearsal.envs[name],
             )
     return rehearsal
