@@ -40,7 +40,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cachetools import TTLCache
 from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,6 +53,7 @@ log = logging.getLogger("serving.auth")
 FAILURES = Counter("serving_auth_failures_total", "Refused credentials by reason", ["reason"])
 DEFAULT_SERVICE_SCOPES = ("predict", "info")
 MAX_CREDENTIAL_CHARS = 4096
+CACHE_SIZE = 4096  # credentials remembered per worker
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,13 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class _Entry:
-    """What the database said about one key hash, cached for AUTH_CACHE_TTL_S."""
+    """What the database (or a verified JWT) said about one credential hash, cached for AUTH_CACHE_TTL_S."""
 
     principal: Principal
     expires: float  # epoch seconds; inf when the key never expires
     revoked: bool
+    cached_until: float  # epoch seconds: AUTH_CACHE_TTL_S after the look-up
+    usable_until: float  # min(expires, cached_until), or 0 when revoked: the hot path's single comparison
 
 
 def _bearer(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -191,7 +193,9 @@ class Guard:
         self.config = config
         self.store = store or keys.KeyStore(config.database_url)
         self.limits = RateLimiter(config.limits)
-        self._cache: TTLCache[str, _Entry] = TTLCache(maxsize=4096, ttl=max(config.cache_ttl_s, 1e-6))
+        # A plain dict (insertion-ordered, oldest evicted beyond CACHE_SIZE): the hot path is one dict look-up
+        # and one float comparison, cheaper than a general TTL cache.
+        self._cache: dict[str, _Entry] = {}
         self._service = (
             Principal("service", config.service_scopes, "service") if config.service_key_hash is not None else None
         )
@@ -206,15 +210,24 @@ class Guard:
         if self._service is not None and hmac.compare_digest(digest, self.config.service_key_hash or ""):
             return digest, self._service
         entry = self._cache.get(digest)
-        if entry is not None and not entry.revoked and time.time() < entry.expires:
+        if entry is not None and time.time() < entry.usable_until:
             return digest, entry.principal
         return digest, None
+
+    def _remember(self, digest: str, principal: Principal, expires: float, revoked: bool) -> _Entry:
+        until = time.time() + self.config.cache_ttl_s
+        entry = _Entry(principal, expires, revoked, until, 0.0 if revoked else min(expires, until))
+        self._cache.pop(digest, None)
+        self._cache[digest] = entry
+        while len(self._cache) > CACHE_SIZE:
+            del self._cache[next(iter(self._cache))]
+        return entry
 
     async def _verify(self, credential: str, digest: str) -> tuple[Principal, str]:
         """The principal for a credential that is not known yet; raises AuthError(401, reason as message)."""
         if credential.startswith(keys.KEY_PREFIX):
             entry = self._cache.get(digest)
-            if entry is None:
+            if entry is None or time.time() >= entry.cached_until:
                 entry = await self._lookup(digest)
             if entry.revoked:
                 raise _Refused("revoked", entry.principal.name)
@@ -223,7 +236,7 @@ class Guard:
             return entry.principal, digest
         if credential.count(".") == 2 and self.config.jwt_secret:
             principal, expires = self._verify_jwt(credential)
-            self._cache[digest] = _Entry(principal, expires, False)
+            self._remember(digest, principal, expires, False)
             return principal, digest
         raise _Refused("unknown")
 
@@ -238,13 +251,12 @@ class Guard:
             raise AuthError(503, "the credential store is not reachable; retry shortly") from None
         if record is None:
             raise _Refused("unknown")
-        entry = _Entry(
+        return self._remember(
+            digest,
             Principal(record.name, frozenset(record.scopes), "key"),
             record.expires_at.timestamp() if record.expires_at else float("inf"),
             record.revoked_at is not None,
         )
-        self._cache[digest] = entry
-        return entry
 
     def _verify_jwt(self, token: str) -> tuple[Principal, float]:
         import jwt
