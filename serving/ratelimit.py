@@ -108,26 +108,23 @@ class RateLimiter:
                 )
         return getattr(self._memory, method)(*args)
 
-    async def _retry_after(self, item: RateLimitItem, *ids: str) -> int:
-        stats = await self._call("get_window_stats", item, *ids)
-        return max(1, math.ceil(stats.reset_time - time.time()))
+    async def _over(self, method: str, items: tuple[RateLimitItem, ...], kind: str, ident: str) -> int | None:
+        """Seconds to wait if any of ``items`` refuses (``hit`` counts the request, ``test`` only looks)."""
+        for item in items:
+            if not await self._call(method, item, kind, ident):
+                LIMITED.labels(kind).inc()
+                stats = await self._call("get_window_stats", item, kind, ident)
+                return max(1, math.ceil(stats.reset_time - time.time()))
+        return None
 
     async def failures_exceeded(self, address: str) -> int | None:
         """Seconds to wait if this address is over its failed-credential limit, else None. Does not count."""
-        for item in self.config.auth_failures:
-            if not await self._call("test", item, "auth-fail", address):
-                LIMITED.labels("auth_failures").inc()
-                return await self._retry_after(item, "auth-fail", address)
-        return None
+        return await self._over("test", self.config.auth_failures, "auth_failures", address)
 
     async def record_failure(self, address: str) -> None:
         for item in self.config.auth_failures:
-            await self._call("hit", item, "auth-fail", address)
+            await self._call("hit", item, "auth_failures", address)
 
     async def hit_key(self, name: str) -> int | None:
         """Count one request for this credential; seconds to wait if over a limit, else None."""
-        for item in self.config.per_key:
-            if not await self._call("hit", item, "key", name):
-                LIMITED.labels("per_key").inc()
-                return await self._retry_after(item, "key", name)
-        return None
+        return await self._over("hit", self.config.per_key, "per_key", name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from deploy.rehearse import free_port
 from tests.conftest import EXAMPLE_PATIENT, ROOT, backend_env, run_pipeline
 from tests.deploy_helpers import stop, wait_healthy
 
@@ -23,12 +24,6 @@ pytestmark = pytest.mark.slow
 SERVICE_KEY = secrets.token_urlsafe(32)
 PER_KEY = 20  # RATE_LIMIT_PER_KEY for this server, per minute
 REDIS = ("127.0.0.1", 6379)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
