@@ -150,14 +150,15 @@ def main() -> int:
             results[name] = {"idle": memory_mib(stack.procs[name].pid)}
 
         api = stack.url("diabetes-api")
-        info = requests.get(f"{api}/model/info", timeout=10).json()
+        auth = {"Authorization": f"Bearer {stack.envs['diabetes-api']['API_SERVICE_KEY']}"}
+        info = requests.get(f"{api}/model/info", headers=auth, timeout=10).json()
         patient = {f["name"]: (f["min"] + f["max"]) / 2 for f in info["features"]}
         for f in info["features"]:
             if f.get("integer"):
                 patient[f["name"]] = round(patient[f["name"]])
         with requests.Session() as s:
             for _ in range(500):
-                s.post(f"{api}/predict", json=[patient] * 10, timeout=10).raise_for_status()
+                s.post(f"{api}/predict", json=[patient] * 10, headers=auth, timeout=10).raise_for_status()
         mlflow_url = stack.url("diabetes-mlflow")
         requests.get(mlflow_url, timeout=10).raise_for_status()
         for _ in range(20):

@@ -1,6 +1,7 @@
 """Benchmark: this serving API against `mlflow models serve`, on the same registered model, in one run.
 
     .venv/bin/python benchmarks/serving_benchmark.py [--tracking-uri URI] [--seconds 3] [--out PATH]
+    .venv/bin/python benchmarks/serving_benchmark.py --only-auth [--rounds 7]   # just the auth comparison
 
 Without --tracking-uri it trains a model into a throwaway SQLite registry first. For each service
 (`mlflow models serve -w 1|2 --env-manager local`, `python -m serving` with 1|2 workers) it measures time
@@ -8,6 +9,11 @@ from start to the first healthy answer, then req/s, p50 and p99 for 1-, 100- and
 requests at concurrency 1 and 8 on keep-alive connections (threads, each with its own http.client
 connection; loopback only; each cell bounded in time and count), then total RSS and PSS of the service's
 process tree from /proc/<pid>/smaps_rollup. Writes JSON and prints a markdown table with ratios.
+
+Authentication cost: two 1-worker APIs side by side, one with API_AUTH=off and one with authentication on (an API
+key from the key database, rate limits counted with a limit never reached). The 1-row cells at concurrency 1 and 8
+alternate between the two for --rounds rounds, so both see the same machine load; the medians of the rounds' p50s
+are compared (target: +10 % at most for 1 row, concurrency 1). Written to benchmarks/results/serving_auth.json.
 """
 
 from __future__ import annotations
@@ -90,12 +96,14 @@ def payload(n: int, spec: list[dict[str, Any]], seed: int = 7) -> bytes:
     return json.dumps({"dataframe_split": {"columns": cols, "data": data}}).encode()
 
 
-def run_cell(port: int, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_cell(
+    port: int, body: bytes, concurrency: int, seconds: float, extra_headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     stop_at = time.perf_counter() + seconds
     budget = MAX_REQUESTS // concurrency
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra_headers or {})}
 
     def worker(i: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -196,11 +204,99 @@ def bench_service(
     return {"name": name, "healthy_s": round(healthy, 2), "memory_idle": idle, "memory_after": mem, "cells": cells}
 
 
+def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    wait_healthy(int(env["PORT"]), "/health", proc, time.perf_counter())
+    return proc, int(env["PORT"])
+
+
+def auth_comparison(base_env: dict[str, str], bodies: dict[int, bytes], seconds: float, rounds: int, tmp: Path) -> dict:
+    """Same machine, same moment: API_AUTH=off against authentication on, alternating cell by cell."""
+    import statistics
+
+    keys_db = f"sqlite:///{tmp / 'keys.db'}"
+    made = subprocess.run(
+        [sys.executable, "-m", "serving.keys", "create", "--name", "bench", "--scopes", "predict"],
+        cwd=ROOT, env={**base_env, "APP_DATABASE_URL": keys_db}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    key = made.stdout.strip().splitlines()[-1]
+    common = {**base_env, "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "MODEL_CACHE_DIR": str(tmp / "cache-auth")}
+    modes = {
+        "off": ({"API_AUTH": "off"}, None),
+        "on": (
+            # Limits are counted on every request, at a level this benchmark never reaches.
+            {"API_AUTH": "on", "APP_DATABASE_URL": keys_db, "RATE_LIMIT_PER_KEY": "100000000/minute;1000000000/day"},
+            {"Authorization": f"Bearer {key}"},
+        ),
+    }
+    procs, ports = {}, {}
+    try:
+        for mode, (extra, _) in modes.items():
+            env = {**common, **extra, "PORT": str(free_port())}
+            procs[mode], ports[mode] = start_api(env, tmp / f"api-auth-{mode}.log")
+        for mode, (_, headers) in modes.items():  # warm-up, and the credential works
+            warm = run_cell(ports[mode], bodies[1], 1, 0.5, headers)
+            assert warm["errors"] == 0, f"auth {mode}: {warm['errors']} errors in warm-up"
+        cells: dict[str, dict[str, list]] = {f"1x{c}": {"off": [], "on": []} for c in CONCURRENCY}
+        for r in range(rounds):
+            for conc in CONCURRENCY:
+                order = ("off", "on") if r % 2 == 0 else ("on", "off")
+                for mode in order:
+                    cell = run_cell(ports[mode], bodies[1], conc, seconds, modes[mode][1])
+                    cells[f"1x{conc}"][mode].append(cell)
+                    print(f"  auth={mode:<3} round={r} rows=1 c={conc}  {cell}", flush=True)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    summary = {}
+    for name, by_mode in cells.items():
+        med = {m: statistics.median(c["p50_ms"] for c in by_mode[m]) for m in by_mode}
+        req = {m: statistics.median(c["req_s"] for c in by_mode[m]) for m in by_mode}
+        summary[name] = {
+            "p50_ms_median_off": med["off"],
+            "p50_ms_median_on": med["on"],
+            "p50_increase_pct": round((med["on"] / med["off"] - 1) * 100, 1),
+            "req_s_median_off": req["off"],
+            "req_s_median_on": req["on"],
+            "errors_on": sum(c["errors"] for c in by_mode["on"]),
+            "rounds": by_mode,
+        }
+    return {
+        "rounds": rounds,
+        "seconds_per_cell": seconds,
+        "cells": summary,
+        "target_1row_c1_p50_increase_le_10pct": summary["1x1"]["p50_increase_pct"] <= 10.0,
+    }
+
+
+def auth_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| rows | conc | p50 ms auth off | p50 ms auth on | p50 change | req/s off | req/s on |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, c in result["cells"].items():
+        rows, conc = key.split("x")
+        lines.append(
+            f"| {rows} | {conc} | {c['p50_ms_median_off']} | {c['p50_ms_median_on']} | {c['p50_increase_pct']:+} % |"
+            f" {c['req_s_median_off']} | {c['req_s_median_on']} |"
+        )
+    met = "yes" if result["target_1row_c1_p50_increase_le_10pct"] else "NO"
+    lines += ["", f"medians of {result['rounds']} alternating rounds; 1-row c=1 p50 within +10 %: {met}"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracking-uri", default="", help="registry with diabetes-t2@champion (default: train one)")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    ap.add_argument("--only-auth", action="store_true", help="only the authentication on/off comparison")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the auth comparison")
+    ap.add_argument("--auth-out", default=str(ROOT / "benchmarks" / "results" / "serving_auth.json"))
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
@@ -222,6 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     spec = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model().spec["features"]
     bodies = {n: payload(n, spec) for n in ROWS}
 
+    print("--- authentication off vs on (1 worker each, alternating)", flush=True)
+    auth = auth_comparison(base_env, bodies, args.seconds, args.rounds, tmp)
+    auth_out = Path(args.auth_out)
+    auth_out.parent.mkdir(parents=True, exist_ok=True)
+    auth_out.write_text(json.dumps({"model": f"{MODEL} v{version}", **auth}, indent=1), encoding="utf-8")
+    print(auth_markdown(auth))
+    print(f"\nwritten {auth_out}")
+    if args.only_auth:
+        return 0
+
     services = []
     for workers in (1, 2):
         port = free_port()
@@ -238,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             "PORT": str(port),
             "WEB_CONCURRENCY": str(workers),
             "HOST": "127.0.0.1",
+            "API_AUTH": "off",  # the protocol against MLflow's; authentication's own cost is measured above
             "MODEL_CACHE_DIR": str(tmp / f"cache-w{workers}"),
         }  # fresh cache: start-up includes the download
         services.append(

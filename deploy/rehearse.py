@@ -1,6 +1,8 @@
 """Run render.yaml's services on this machine, as Render would start them: each service's exact
 startCommand, PORT set, ``fromDatabase`` resolved to a given Postgres URL, ``fromService … hostport`` to
-loopback ports, ``generateValue`` to a random secret, and the disk's mountPath to a local folder.
+loopback ports, ``generateValue`` to a random secret (made once, so ``fromService … envVarKey`` and an env group's
+readers share it), a Key Value's ``connectionString`` to the local Redis (REHEARSE_REDIS_URL, default
+redis://127.0.0.1:6379/0), and the disk's mountPath to a local folder. Only the web services are started.
 
 Used by the deployment smoke test and the memory benchmark; Render itself cannot be reached from here.
 """
@@ -37,17 +39,32 @@ def generate_secrets(services: dict[str, dict[str, Any]]) -> dict[tuple[str, str
     }
 
 
+def group_env(blueprint: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each env group's variables, its generated secrets made once (Render generates a group's value once)."""
+    groups = {}
+    for group in blueprint.get("envVarGroups") or []:
+        groups[group["name"]] = {
+            var["key"]: secrets.token_urlsafe(32) if var.get("generateValue") else str(var["value"])
+            for var in group["envVars"]
+        }
+    return groups
+
+
 def service_env(
     svc: dict[str, Any],
     ports: dict[str, int],
     database_url: str,
     disk_root: Path,
     generated: dict[tuple[str, str], str] | None = None,
+    groups: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k not in ("DATABASE_URL", "PORT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # what Render's build installed
     mount = svc.get("disk", {}).get("mountPath")
     for var in svc.get("envVars", []):
+        if "fromGroup" in var:
+            env.update((groups or {})[var["fromGroup"]])
+            continue
         key = var["key"]
         if "value" in var:
             value = str(var["value"])
@@ -58,7 +75,11 @@ def service_env(
             env[key] = database_url
         elif "fromService" in var:
             ref = var["fromService"]
-            if "envVarKey" in ref:  # another service's variable; only generated ones are rehearsed
+            if ref.get("type") == "keyvalue":
+                if ref.get("property") != "connectionString":
+                    raise ValueError(f"{svc['name']}.{key}: only a Key Value's connectionString is rehearsed")
+                env[key] = os.environ.get("REHEARSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+            elif "envVarKey" in ref:  # another service's variable; only generated ones are rehearsed
                 env[key] = (generated or {})[(ref["name"], ref["envVarKey"])]
             elif ref.get("property") == "hostport":
                 env[key] = f"127.0.0.1:{ports[ref['name']]}"
@@ -77,6 +98,7 @@ class Rehearsal:
     services: dict[str, dict[str, Any]]
     ports: dict[str, int]
     generated: dict[tuple[str, str], str] = field(default_factory=dict)  # the secrets Render would generate
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # what each service was started with
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -104,12 +126,17 @@ def start(
 ) -> Rehearsal:
     """Start every web service of the Blueprint, or those named in ``only`` (each in its own process group,
     logs in ``workdir``)."""
-    declared = yaml.safe_load(blueprint.read_text())["services"]
-    services = {s["name"]: s for s in declared if not only or s["name"] in only}
+    doc = yaml.safe_load(blueprint.read_text())
+    web = [s for s in doc["services"] if s["type"] == "web"]
+    services = {s["name"]: s for s in web if not only or s["name"] in only}
+    groups = group_env(doc)
     rehearsal = Rehearsal(services, {name: free_port() for name in services}, generate_secrets(services))
     for name, svc in services.items():
         log = workdir / f"{name}.log"
         rehearsal.logs[name] = log
+        rehearsal.envs[name] = service_env(
+            svc, rehearsal.ports, database_url, workdir / name, rehearsal.generated, groups
+        )
         with log.open("wb") as fh:
             rehearsal.procs[name] = subprocess.Popen(
                 ["bash", "-c", svc["startCommand"]],
@@ -117,6 +144,6 @@ def start(
                 start_new_session=True,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=service_env(svc, rehearsal.ports, database_url, workdir / name, rehearsal.generated),
+                env=rehearsal.envs[name],
             )
     return rehearsal

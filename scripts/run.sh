@@ -9,6 +9,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 MLFLOW_TRACKING_URI="${LOCAL_BACKEND_URI:-sqlite:///mlflow.db}" MLFLOW_ARTIFACT_ROOT="${LOCAL_ARTIFACTS:-}" \
   python -m pipeline.bootstrap
 echo "MLflow UI  http://127.0.0.1:${MLFLOW_PORT:-5000}"
-echo "API        http://127.0.0.1:${API_PORT:-8002}/docs"
+echo "API        http://127.0.0.1:${API_PORT:-8002}/docs  (authentication OFF: loopback only; API_AUTH=on to test keys)"
 echo "Clinicians http://127.0.0.1:${UI_PORT:-8501}"
 exec honcho -f Procfile.dev start

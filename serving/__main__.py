@@ -49,6 +49,17 @@ def main() -> int:
     )
     _prepare_metrics_dir()
     settings.apply_mlflow_defaults()
+    # Refuse to start (before gunicorn) with a security setting that cannot be honoured, e.g. API_AUTH=off
+    # on an address other than loopback. Imported here: after PROMETHEUS_MULTIPROC_DIR is set.
+    from serving.auth import AuthConfig
+    from serving.security_headers import allowed_origins
+
+    try:
+        AuthConfig.from_env(settings.host)
+        allowed_origins(os.environ)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from gunicorn.app.base import BaseApplication
 

@@ -11,6 +11,7 @@ pandas after a row-width check), not by MLflow. /predict decodes and checks inpu
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from common.validation import FeatureRules
-from serving import metrics, openapi
+from serving import auth, metrics, openapi, security_headers
 from serving.deps import JSON, request_id
 from serving.errors import InputError, error_doc
 from serving.model_store import ModelStore, ServedModel
@@ -107,9 +108,12 @@ async def bad_query(request: Request, exc: RequestValidationError) -> Response:
     return Response(orjson.dumps(doc), status_code=422, media_type=JSON, headers={"x-request-id": rid})
 
 
-def create_app(settings: Settings, store: ModelStore) -> FastAPI:
+def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None = None) -> FastAPI:
     """The ASGI app over a ModelStore. The store's versions are prepared by ``prepare`` before they are served;
-    a version that cannot be prepared is not served."""
+    a version that cannot be prepared is not served. /ping, /version and /health are open (health checks);
+    every other route needs a credential with its scope (serving.auth). ``env`` (default os.environ) holds the
+    authentication and browser settings."""
+    env = dict(os.environ if env is None else env)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,6 +146,8 @@ def create_app(settings: Settings, store: ModelStore) -> FastAPI:
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, bad_query)
     app.add_middleware(metrics.MetricsMiddleware, routes=set(paths))
+    auth.install(app, settings.host, env)
+    security_headers.install(app, env)
 
     store.on_swap(lambda model: prepare(app, model))  # runs before a version becomes current
     if store.current is not None and not store.current.prepared:

@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import request_response as starlette_request_response
 
-from serving import decode, deps, metrics, strict
+from serving import auth, decode, deps, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
 from serving.errors import Deadline, InputError
 from serving.mlflow_adapter import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPES
@@ -46,6 +46,8 @@ class LeanRoute(APIRoute):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.dependencies:  # they would be silently skipped (an authentication dependency, say)
+            raise TypeError(f"{self.path}: a LeanRoute solves no dependencies; check inside the endpoint")
         self.app = starlette_request_response(self.endpoint)
 
 
@@ -102,6 +104,7 @@ assert set(INVOCATIONS_BODY["requestBody"]["content"]) == set(CONTENT_TYPES)  # 
     summary="Score rows (MLflow's protocol: JSON formats, CSV, Parquet)",
 )
 async def invocations(request: Request) -> Response:
+    await auth.authorize(request, "predict")  # a LeanRoute solves no dependencies: the check is explicit here
     model = await deps.current_model(request)
     s: Settings = request.app.state.settings
     media = decode.mime(request.headers.get("content-type"), CONTENT_TYPES)
@@ -162,6 +165,7 @@ PREDICT_BODY = {
     responses=_errors(PredictError, 400, 413, 415, 422, 503, 504),
     openapi_extra=PREDICT_BODY,
     summary="Score one patient or a list, with per-feature contributions and errors in Spanish or English",
+    dependencies=[Depends(auth.require("predict"))],
 )
 async def predict(
     request: Request,
@@ -229,7 +233,13 @@ async def health(request: Request) -> Response:
     return Response(orjson.dumps(doc), status_code=503 if doc["status"] == "down" else 200, media_type=JSON)
 
 
-@ops_router.get("/model/info", response_model=ModelInfo, responses=_errors(Unavailable, 503), summary="Served version")
+@ops_router.get(
+    "/model/info",
+    response_model=ModelInfo,
+    responses=_errors(Unavailable, 503),
+    summary="Served version",
+    dependencies=[Depends(auth.require("info"))],
+)
 async def model_info(model: CurrentModel) -> Response:
     return Response(model.prepared["info"], media_type=JSON)
 
@@ -239,12 +249,13 @@ async def model_info(model: CurrentModel) -> Response:
     responses={200: {"content": {metrics.CONTENT_TYPE: {"schema": {"type": "string"}}}}},
     response_class=Response,
     summary="Prometheus metrics of every worker",
+    dependencies=[Depends(auth.require("metrics"))],
 )
 async def metrics_route() -> Response:
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
-@ops_router.get("/openapi.json", include_in_schema=False)
+@ops_router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth.require("info"))])
 async def openapi_json(request: Request) -> Response:
     model = request.app.state.store.current
     if model is None or not model.prepared:
@@ -252,6 +263,6 @@ async def openapi_json(request: Request) -> Response:
     return Response(model.prepared["openapi"], media_type=JSON)
 
 
-@ops_router.get("/docs", include_in_schema=False)
+@ops_router.get("/docs", include_in_schema=False, dependencies=[Depends(auth.require("info"))])
 async def docs(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.docs_html)

@@ -71,6 +71,8 @@ def child_env(tracking_uri: str, artifact_root: str) -> dict[str, str]:
     )
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ARTIFACT_ROOT": artifact_root, "PYTHONPATH": str(ROOT)})
+    # The API on loopback with authentication off, like the local stack (the app's key is tested with the API's).
+    env.update({"HOST": "127.0.0.1", "API_AUTH": "off"})
     return env
 
 

@@ -5,6 +5,7 @@ Every failure becomes an ``ApiError`` subclass so pages can show a banner instea
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
@@ -40,9 +41,17 @@ class ApiValidationError(ApiError):
         self.errors = errors
 
 
+def _auth() -> dict[str, str]:
+    """The app's own API credential (API_SERVICE_KEY, shared with the API through a Render env group), read on
+    each call so a rotated secret is picked up on the next request. Unset locally, where the API runs with auth
+    off on loopback."""
+    key = os.environ.get("API_SERVICE_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _request(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
     try:
-        return requests.request(method, url, timeout=(CONNECT_TIMEOUT_S, timeout), **kwargs)
+        return requests.request(method, url, timeout=(CONNECT_TIMEOUT_S, timeout), headers=_auth(), **kwargs)
     except requests.RequestException as exc:
         # Only the exception class: a message could carry request details we do not want in the UI.
         raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
@@ -99,7 +108,9 @@ def predict(
         resp = _request("POST", url, timeout, params=params, json=patients)
     else:  # batch scoring reuses one connection across chunks
         try:
-            resp = session.post(url, params=params, json=patients, timeout=(CONNECT_TIMEOUT_S, timeout))
+            resp = session.post(
+                url, params=params, json=patients, headers=_auth(), timeout=(CONNECT_TIMEOUT_S, timeout)
+            )
         except requests.RequestException as exc:
             raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
     if resp.status_code == 422:

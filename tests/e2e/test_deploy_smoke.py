@@ -68,9 +68,14 @@ def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, t
             cur.execute("SELECT count(*) FROM model_versions WHERE name = 'diabetes-t2'")
             assert cur.fetchone()[0] == 1
 
-        info = requests.get(f"{api}/model/info", timeout=5).json()
+        # Authentication on, as on Render: nothing without a credential; the app's service key (from the env
+        # group both services read) opens /model/info and /predict.
+        assert requests.get(f"{api}/model/info", timeout=5).status_code == 401
+        auth = {"Authorization": f"Bearer {stack.envs['diabetes-api']['API_SERVICE_KEY']}"}
+        assert stack.envs["diabetes-streamlit"]["API_SERVICE_KEY"] == stack.envs["diabetes-api"]["API_SERVICE_KEY"]
+        info = requests.get(f"{api}/model/info", headers=auth, timeout=5).json()
         patient = example_patient(info["features"])
-        answer = requests.post(f"{api}/predict", json=patient, timeout=10)
+        answer = requests.post(f"{api}/predict", json=patient, headers=auth, timeout=10)
         assert answer.status_code == 200, answer.text
         expected = answer.json()["predictions"][0]["probability"]
 

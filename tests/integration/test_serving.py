@@ -87,6 +87,9 @@ def start_server(env: dict[str, str], cache: Path, log: Path, expect: str | None
     port = free_port()
     env = {**env, "PORT": str(port), "MODEL_CACHE_DIR": str(cache), **settings}
     env.setdefault("WEB_CONCURRENCY", "2")
+    # Authentication is not the subject here (tests/unit/test_api_auth.py is): loopback with auth off.
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("API_AUTH", "off")
     fh = log.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving"],

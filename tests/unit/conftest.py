@@ -38,10 +38,13 @@ def client(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from serving.settings import Settings
 
     settings = Settings.from_env(
-        serving_env(registry_uri, tmp_path_factory.mktemp("cache"), MAX_ROWS="50", MAX_BODY_BYTES="20000")
+        serving_env(
+            registry_uri, tmp_path_factory.mktemp("cache"), MAX_ROWS="50", MAX_BODY_BYTES="20000", HOST="127.0.0.1"
+        )
     )
     store = ModelStore(settings)
-    app = create_app(settings, store)
+    # Authentication is not the subject here (tests/unit/test_api_auth.py is): off, as allowed on loopback.
+    app = create_app(settings, store, {"API_AUTH": "off"})
     store.load_initial()
     assert store.current is not None, store.problem
     with TestClient(app) as c:

@@ -109,6 +109,11 @@ def services(bp: Blueprint) -> list[dict[str, Any]]:
     return list(bp.get("services") or [])
 
 
+def web_services(bp: Blueprint) -> list[dict[str, Any]]:
+    """The services that run our code (Render Key Value instances are services too, without a runtime)."""
+    return [svc for svc in services(bp) if svc.get("type") == "web"]
+
+
 def databases(bp: Blueprint) -> list[dict[str, Any]]:
     return list(bp.get("databases") or [])
 
@@ -252,7 +257,7 @@ def check_references(bp: Blueprint) -> list[str]:
 def check_runtime(bp: Blueprint) -> list[str]:
     return [
         f"runtime: {svc.get('name')} has runtime {svc.get('runtime')!r}, expected 'python'"
-        for svc in services(bp)
+        for svc in web_services(bp)
         if svc.get("runtime") != "python"
     ]
 
@@ -265,7 +270,7 @@ def check_python_version(bp: Blueprint, runtime_txt: str, python_version_file: s
         problems.append(f"python: runtime.txt says {from_runtime}, .python-version says {from_file}")
     if running != from_file:
         problems.append(f"python: tests run on Python {running}, .python-version says {from_file}")
-    for svc in services(bp):
+    for svc in web_services(bp):
         value = env_value(svc, "PYTHON_VERSION")
         if value is None:
             problems.append(f"python: {svc.get('name')} does not set PYTHON_VERSION")
@@ -308,7 +313,7 @@ def check_start_commands(bp: Blueprint) -> list[str]:
             continue
         if actual != expected:
             problems.append(f"start: {name} startCommand is {actual!r}, the contract is {expected!r}")
-    for svc in services(bp):
+    for svc in web_services(bp):
         if svc.get("buildCommand") != "pip install -r requirements.txt":
             problems.append(f"build: {svc.get('name')} buildCommand is {svc.get('buildCommand')!r}")
     return problems
@@ -350,7 +355,7 @@ def check_private_ports(bp: Blueprint) -> list[str]:
     """Services reached over the private network must not listen on Render's reserved public port 10000."""
     targets = {var["fromService"]["name"] for svc in services(bp) for var in env_vars(svc) if "fromService" in var}
     problems = []
-    for svc in services(bp):
+    for svc in web_services(bp):  # a Key Value instance listens on its own port
         if svc.get("name") in targets:
             port = env_value(svc, "PORT")
             if port is None or str(port) == DEFAULT_RENDER_PORT:
@@ -365,7 +370,7 @@ def check_plans_and_region(bp: Blueprint) -> list[str]:
     """Free web services cannot receive private traffic or have a disk; the private network is per region."""
     problems = []
     targets = {var["fromService"]["name"] for svc in services(bp) for var in env_vars(svc) if "fromService" in var}
-    for svc in services(bp):
+    for svc in web_services(bp):  # free Key Value instances are reachable on the private network
         name, plan = svc.get("name"), svc.get("plan", "starter")
         if name in targets and plan == "free":
             problems.append(f"plan: {name} receives private-network traffic; free web services cannot")
@@ -592,8 +597,9 @@ def test_schema_validation_can_fail(blueprint: Blueprint) -> None:
 
 
 def test_declares_exactly_the_expected_resources(blueprint: Blueprint) -> None:
-    assert sorted(s["name"] for s in services(blueprint)) == sorted([API, UI, MLFLOW])
-    assert all(s["type"] == "web" for s in services(blueprint))
+    assert sorted(s["name"] for s in web_services(blueprint)) == sorted([API, UI, MLFLOW])
+    others = [(s["type"], s["name"], s["ipAllowList"]) for s in services(blueprint) if s["type"] != "web"]
+    assert others == [("keyvalue", "diabetes-ratelimit", [])]  # shared rate-limit counters, private network only
     assert [d["name"] for d in databases(blueprint)] == [DB]
 
 
@@ -642,10 +648,12 @@ def test_all_checks_together_pass(blueprint: Blueprint) -> None:
 def test_deploy_guide_names_every_resource_and_variable(blueprint: Blueprint, doc: str) -> None:
     text = (REPO_ROOT / "docs" / doc).read_text(encoding="utf-8")
     names = {r["name"] for r in services(blueprint) + databases(blueprint)}
-    keys = {v["key"] for svc in services(blueprint) for v in env_vars(svc)}
+    keys = {v["key"] for svc in services(blueprint) for v in env_vars(svc) if "key" in v}
+    keys |= {v["key"] for grp in blueprint.get("envVarGroups") or [] for v in grp["envVars"]}
+    names |= {grp["name"] for grp in blueprint.get("envVarGroups") or []}
     keys |= {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "RENDER_EXTERNAL_HOSTNAME", "RENDER_SERVICE_NAME"}
-    commands = {svc["startCommand"] for svc in services(blueprint)} | {
-        svc["healthCheckPath"] for svc in services(blueprint)
+    commands = {svc["startCommand"] for svc in web_services(blueprint)} | {
+        svc["healthCheckPath"] for svc in web_services(blueprint)
     }
     missing = sorted(item for item in names | keys | commands if f"`{item}`" not in text)
     assert not missing, f"docs/{doc} does not mention {missing}"
@@ -671,7 +679,7 @@ def _postgres_private_service(bp: Blueprint) -> None:
 
 
 def _env(bp: Blueprint, name: str, key: str) -> dict[str, Any]:
-    return next(v for v in service(bp, name)["envVars"] if v["key"] == key)
+    return next(v for v in service(bp, name)["envVars"] if v.get("key") == key)
 
 
 def _set(path: Callable[[Blueprint], dict[str, Any]], field: str, value: Any) -> Callable[[Blueprint], None]:
@@ -769,7 +777,7 @@ MUTATIONS: list[tuple[str, Callable[[Blueprint], None], Callable[[Blueprint], li
     ("mixed-regions", _set(_ui, "region", "frankfurt"), check_plans_and_region, "one explicit region"),
     (
         "env-missing",
-        lambda bp: _api(bp).update(envVars=[v for v in _api(bp)["envVars"] if v["key"] != "MODEL_ALIAS"]),
+        lambda bp: _api(bp).update(envVars=[v for v in _api(bp)["envVars"] if v.get("key") != "MODEL_ALIAS"]),
         check_env_contract,
         "MODEL_ALIAS",
     ),
