@@ -1,4 +1,4 @@
-"""First-deploy bootstrap: train and register a champion once if the registry has none.
+"""First-deploy bootstrap: train and register a version for MODEL_ALIAS once if the registry has none.
 
 Runs before the API starts (``python -m pipeline.bootstrap && python -m serving``). Later deploys find
 the champion and return at once. Two instances starting together train once: they serialise on a
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,16 +18,17 @@ from contextlib import contextmanager
 import mlflow
 from mlflow import MlflowClient
 
-from common.backend import PROJECT_ROOT, normalize_database_url, redact, tracking_uri
-from pipeline.registry import current_champion
+from common.backend import PROJECT_ROOT, normalize_database_url, redact
+from pipeline.registry import alias_version
+from pipeline.settings import load_settings
 
 log = logging.getLogger("bootstrap")
 LOCK_KEY = 7_242_001  # arbitrary, fixed: the advisory-lock id shared by every instance
 
 
 @contextmanager
-def deploy_lock() -> Iterator[None]:
-    url = os.environ.get("DATABASE_URL")
+def deploy_lock(url: str | None) -> Iterator[None]:
+    """Held by one instance at a time: a Postgres advisory lock on ``url`` if given, else a file lock."""
     if url:
         import psycopg2
 
@@ -46,14 +46,14 @@ def deploy_lock() -> Iterator[None]:
             yield
 
 
-def wait_for_registry(client: MlflowClient, name: str, timeout_s: float) -> str | None | bool:
-    """The champion version, None when there is none, or False if the registry never answered."""
+def wait_for_registry(client: MlflowClient, name: str, alias: str, timeout_s: float) -> str | None | bool:
+    """The version ``alias`` names, None when there is none, or False if the registry never answered."""
     deadline = time.monotonic() + timeout_s
     delay = 1.0
     while True:
         try:
             client.search_registered_models(max_results=1)  # raises while the registry is unreachable
-            return current_champion(client, name)
+            return alias_version(client, name, alias)
         except Exception as exc:  # noqa: BLE001 - unreachable registry: keep waiting until the deadline
             if time.monotonic() + delay > deadline:
                 log.warning("registry unreachable (%s); not bootstrapping", type(exc).__name__)
@@ -64,23 +64,22 @@ def wait_for_registry(client: MlflowClient, name: str, timeout_s: float) -> str 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    name = os.environ.get("MODEL_NAME", "diabetes-t2")
-    uri = tracking_uri()
+    settings = load_settings()
+    name, alias, uri = settings.model_name, settings.model_alias, settings.tracking_uri
     mlflow.set_tracking_uri(uri)
-    timeout = float(os.environ.get("BOOTSTRAP_TIMEOUT_S", "300"))
     # Lock first: on an empty database even creating MLflow's tables races between two instances.
-    with deploy_lock():
+    with deploy_lock(settings.database_url):
         client = MlflowClient()  # creating the store may create its tables: inside the lock
-        champion = wait_for_registry(client, name, timeout)
-        if champion is False:
+        served = wait_for_registry(client, name, alias, settings.bootstrap_timeout_s)
+        if served is False:
             return 0  # start the API anyway: it serves its cached model or reports "down" on /health
-        if champion:
-            log.info("%s@champion is version %s on %s; nothing to do", name, champion, redact(uri))
+        if served:
+            log.info("%s@%s is version %s on %s; nothing to do", name, alias, served, redact(uri))
             return 0
-        log.info("no %s@champion on %s: training one on the bundled data", name, redact(uri))
+        log.info("no %s@%s on %s: training one on the bundled data", name, alias, redact(uri))
         from pipeline import main as train_main
 
-        return train_main.main(["--model-name", name])
+        return train_main.main([])  # the defaults of pipeline/config.py; name and alias from the settings
 
 
 if __name__ == "__main__":

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Defaults of a training run, written once: argparse (pipeline/main.py), TrainOptions and bootstrap use these;
+# MLproject must repeat them as YAML, and tests/unit/test_pipeline_args.py keeps it in step.
+CV_FOLDS = 5
+CV_REPEATS = 4
+SEED = 42
+MIN_AUC = 0.80  # gate: absolute ROC AUC floor
+MAX_AUC_DROP = 0.01  # gate: allowed ROC AUC loss against the version the alias names
 
 
 class ConfigError(ValueError):
@@ -132,6 +140,14 @@ class DatasetConfig(BaseModel):
             return None
         p = Path(name)
         return p if p.is_absolute() else self.base_dir / p
+
+
+SPEC_FEATURE_KEYS = {"name", "type", "integer", "unit", "min", "max", "categories", "optional", "label", "help"}
+
+
+def feature_spec(config: DatasetConfig) -> list[dict[str, Any]]:
+    """The features as the model's spec (``model.json``) carries them: what common.validation's rules read."""
+    return [f.model_dump(include=SPEC_FEATURE_KEYS) for f in config.features]
 
 
 def _one_line(err: ValidationError) -> str:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import ConfigError, DatasetConfig, category_text
+from common.validation import FeatureRules, Problem
+from pipeline.config import ConfigError, DatasetConfig, Derive, Feature, Target, category_text, feature_spec
 
 _OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
@@ -45,88 +46,93 @@ def read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def _rows(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)[:5] + 2  # +2: 1-based and the header line
-    more = "…" if mask.sum() > 5 else ""
-    return ", ".join(str(i) for i in idx) + more
+def _rows(rows: np.ndarray | tuple[int, ...]) -> str:
+    """CSV line numbers of a row mask or of 0-based row positions (at most five)."""
+    idx = np.flatnonzero(rows) if isinstance(rows, np.ndarray) and rows.dtype == bool else np.asarray(rows, int)
+    more = "…" if len(idx) > 5 else ""
+    return ", ".join(str(i + 2) for i in idx[:5]) + more  # +2: 1-based and the header line
+
+
+class InvalidData(ConfigError):
+    """A feature column that breaks one of the model's input rules; ``problem`` names the field and the rule."""
+
+    def __init__(self, source: str, column: str, problem: Problem):
+        self.problem = problem
+        super().__init__(f"{source}: column '{column}' ({problem.field}): {problem.text} "
+                         f"(line(s) {_rows(problem.rows)})")  # fmt: skip
 
 
 def prepare(df: pd.DataFrame, config: DatasetConfig, source: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Features named as the API names them, and the target as 0/1; raises ConfigError on bad data."""
-    needed = [f.column for f in config.features]
     tcol = config.target.derive.column if config.target.derive else config.target.column
-    missing = [c for c in [*needed, tcol] if c not in df.columns]
+    missing = [c for c in [*(f.column for f in config.features), tcol] if c not in df.columns]
     if missing:
         raise ConfigError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+    X = pd.DataFrame({f.name: _parse(df[f.column], f, source) for f in config.features})
+    check_rules(X, config, source)
+    return X.reset_index(drop=True), _target(df, config, source)
 
-    X = pd.DataFrame(index=df.index)
-    for f in config.features:
-        col = df[f.column]
-        if f.type == "numeric":
-            values = pd.to_numeric(col, errors="coerce")
-            bad = values.isna().to_numpy() & col.notna().to_numpy()
-            if bad.any():
-                raise ConfigError(
-                    f"{source}: column '{f.column}' ({f.name}) must be numeric; "
-                    f"non-numeric values on line(s) {_rows(bad)}"
-                )
-            v = values.to_numpy(dtype=float)
-            present = ~np.isnan(v)
-            out = present & (
-                (v < (f.min if f.min is not None else -np.inf)) | (v > (f.max if f.max is not None else np.inf))
-            )
-            if out.any():
-                raise ConfigError(
-                    f"{source}: column '{f.column}' ({f.name}) has values outside [{f.min}, {f.max}] "
-                    f"on line(s) {_rows(out)}"
-                )
-            if f.integer and (present & (v != np.round(v))).any():
-                raise ConfigError(f"{source}: column '{f.column}' ({f.name}) must hold whole numbers")
-            X[f.name] = v
-        else:
-            values = col.map(category_text, na_action="ignore").astype("string")
-            unknown = values.notna().to_numpy() & ~values.isin(f.categories).to_numpy()
-            if unknown.any():
-                raise ConfigError(
-                    f"{source}: column '{f.column}' ({f.name}) has categories outside {f.categories} "
-                    f"on line(s) {_rows(unknown)}"
-                )
-            X[f.name] = values.astype(object).where(values.notna(), np.nan)
-        if not f.optional and X[f.name].isna().any():
-            raise ConfigError(
-                f"{source}: column '{f.column}' ({f.name}) is not optional but has missing values "
-                f"on line(s) {_rows(X[f.name].isna().to_numpy())}"
-            )
 
-    y = _target(df, config, source)
-    return X.reset_index(drop=True), y
+def _parse(col: pd.Series, f: Feature, source: str) -> pd.Series:
+    """A CSV column as values. CSV holds only text, so a cell that reads as a number is one (unlike JSON,
+    where "86" is refused); a category is compared as text (1.0 → "1")."""
+    if f.type == "numeric":
+        values = pd.to_numeric(col, errors="coerce")
+        bad = values.isna().to_numpy() & col.notna().to_numpy()
+        if bad.any():
+            raise InvalidData(source, str(f.column), Problem(f.name, "number", {}, tuple(np.flatnonzero(bad))))
+        return values.astype(float)
+    values = col.map(category_text, na_action="ignore").astype("string")
+    return values.astype(object).where(values.notna(), np.nan)
+
+
+def check_rules(X: pd.DataFrame, config: DatasetConfig, source: str) -> None:
+    """The served model's input rules (common.validation, from the same spec), applied to the training data;
+    raises InvalidData for the first feature that breaks one."""
+    rules = FeatureRules(feature_spec(config))
+    columns = {f.name: str(f.column) for f in config.features}
+    matrix = np.empty((len(X), len(rules.names)))
+    for j, name in enumerate(rules.names):
+        matrix[:, j], wrong_type = rules.column(j, X[name])
+        if wrong_type.any():  # only categories can get here: numbers were parsed above
+            rule, params = rules.type_problem(j)
+            raise InvalidData(source, columns[name], Problem(name, rule, params, tuple(np.flatnonzero(wrong_type))))
+    for problem in rules.check(matrix)[:1]:
+        raise InvalidData(source, columns[problem.field], problem)
 
 
 def _target(df: pd.DataFrame, config: DatasetConfig, source: str) -> np.ndarray:
     t = config.target
-    if t.derive is not None:
-        raw = pd.to_numeric(df[t.derive.column], errors="coerce")
-        if raw.isna().any():
-            raise ConfigError(
-                f"{source}: target column '{t.derive.column}' needs a number on every row; "
-                f"missing or non-numeric on line(s) {_rows(raw.isna().to_numpy())}"
-            )
-        y = _OPS[t.derive.op](raw.to_numpy(dtype=float), t.derive.value).astype(int)
-    else:
-        col = df[t.column]
-        if col.isna().any():
-            raise ConfigError(
-                f"{source}: target column '{t.column}' has missing values on line(s) {_rows(col.isna().to_numpy())}"
-            )
-        classes = sorted(col.astype(str).unique())
-        if str(t.positive) not in classes:
-            raise ConfigError(
-                f"{source}: positive class '{t.positive}' not found in target column '{t.column}' (found: {classes})"
-            )
-        y = (col.astype(str) == str(t.positive)).to_numpy().astype(int)
+    y = _derived(df, t.derive, source) if t.derive is not None else _positive_class(df, t, source)
     if y.min() == y.max():
         raise ConfigError(f"{source}: the target has a single class; need both positives and negatives")
     return y
+
+
+def _derived(df: pd.DataFrame, derive: Derive, source: str) -> np.ndarray:
+    """A target derived from a measurement (e.g. HbA1c >= 6.5)."""
+    raw = pd.to_numeric(df[derive.column], errors="coerce")
+    if raw.isna().any():
+        raise ConfigError(
+            f"{source}: target column '{derive.column}' needs a number on every row; "
+            f"missing or non-numeric on line(s) {_rows(raw.isna().to_numpy())}"
+        )
+    return _OPS[derive.op](raw.to_numpy(dtype=float), derive.value).astype(int)
+
+
+def _positive_class(df: pd.DataFrame, t: Target, source: str) -> np.ndarray:
+    """1 where the target column holds the positive class."""
+    col = df[t.column]
+    if col.isna().any():
+        raise ConfigError(
+            f"{source}: target column '{t.column}' has missing values on line(s) {_rows(col.isna().to_numpy())}"
+        )
+    classes = sorted(col.astype(str).unique())
+    if str(t.positive) not in classes:
+        raise ConfigError(
+            f"{source}: positive class '{t.positive}' not found in target column '{t.column}' (found: {classes})"
+        )
+    return (col.astype(str) == str(t.positive)).to_numpy().astype(int)
 
 
 def load_split(config: DatasetConfig, seed: int = 0, train: str | None = None, test: str | None = None) -> Split:

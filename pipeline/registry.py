@@ -1,6 +1,12 @@
-"""Registry verbs: register a version, gate it against the champion, promote and roll back aliases.
+"""Registry verbs: register a version, gate it against the served alias, promote and roll back.
 
-Command line (also MLproject entry points ``promote`` and ``rollback``):
+The served alias is ``MODEL_ALIAS`` (the one the API follows; ``champion`` unless set). Every new version gets
+``@challenger``; the served alias moves only through :func:`promote` (after the gate, or by hand) and
+:func:`rollback`. Each promotion appends the version it replaces to the registered model's tag
+``<alias>_history`` (comma-separated, oldest first), so repeated rollbacks walk back one step each —
+v3 → v2 → v1 — and then say there is nothing earlier.
+
+Command line (also the MLproject entry points ``promote`` and ``rollback``):
     python -m pipeline.registry promote --version 3 [--name diabetes-t2]
     python -m pipeline.registry rollback [--name diabetes-t2]
 """
@@ -10,19 +16,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
-from common.backend import tracking_uri
+from pipeline.config import MAX_AUC_DROP, MIN_AUC
+from pipeline.settings import CHALLENGER, PipelineSettings, load_settings
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-PREVIOUS_TAG = "previous_champion"  # on the registered model: what rollback returns to
+LEGACY_PREVIOUS_TAG = "previous_champion"  # before histories: the one champion a rollback returned to
+HISTORY_MAX = 200  # versions kept in the history tag (MLflow caps a tag value at 5000 characters)
+
+
+@dataclass(frozen=True)
+class GateRule:
+    min_auc: float = MIN_AUC  # absolute ROC AUC floor
+    max_auc_drop: float = MAX_AUC_DROP  # allowed ROC AUC loss against the served version
 
 
 @dataclass
@@ -47,9 +63,34 @@ class GateResult:
         }
 
 
-def current_champion(client: MlflowClient, name: str) -> str | None:
+class NothingToRollBack(MlflowException):
+    """The alias has no earlier version recorded."""
+
+
+# ---- register -----------------------------------------------------------------------------------------
+@contextmanager
+def deleted_on_failure(client: MlflowClient, mv: ModelVersion) -> Iterator[None]:
+    """Nothing half-registered: a version whose registration or gating did not finish is removed."""
     try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+        yield
+    except BaseException:
+        client.delete_model_version(mv.name, mv.version)
+        raise
+
+
+def register_version(client: MlflowClient, model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
+    """A new version of ``name`` from a logged model, with ``@challenger``. Every step a version needs before
+    it may exist goes inside the ``with``: if one fails, the version is deleted."""
+    mv = mlflow.register_model(model_uri, name, tags=tags)
+    with deleted_on_failure(client, mv):
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    return mv
+
+
+# ---- gate ---------------------------------------------------------------------------------------------
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -57,93 +98,139 @@ def current_champion(client: MlflowClient, name: str) -> str | None:
 def gate(
     client: MlflowClient,
     name: str,
+    alias: str,
     new_auc: float,
     X_test: pd.DataFrame,
     y_test: np.ndarray,
-    min_auc: float,
-    max_auc_drop: float,
+    rule: GateRule,
 ) -> GateResult:
-    """Pass when the AUC clears the floor and is not worse than the champion's, scored now on the
-    same test data, by more than ``max_auc_drop``."""
-    result = GateResult(passed=True)
-    if new_auc < min_auc:
-        result.passed = False
-        result.add(f"ROC AUC {new_auc:.4f} is below the floor {min_auc:.4f}", "below_floor", auc=new_auc, floor=min_auc)
-    champ = current_champion(client, name)
-    if champ is None:
-        result.add("no current champion", "no_champion")
-        return result
-    result.champion_version = champ
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-        p = np.asarray(model.predict(X_test)["probability"], dtype=float)
-        result.champion_auc = float(roc_auc_score(y_test, p))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
-        result.passed = False
-        result.add(
-            f"champion v{champ} cannot be scored on this test data ({type(exc).__name__}); promote by hand",
-            "champion_unscorable",
-            version=champ,
-        )
-        return result
-    if new_auc < result.champion_auc - max_auc_drop:
-        result.passed = False
-        result.add(
-            f"ROC AUC {new_auc:.4f} is worse than champion v{champ} ({result.champion_auc:.4f}) "
-            f"by more than {max_auc_drop}",
-            "worse_than_champion",
-            auc=new_auc,
-            version=champ,
-            champion_auc=result.champion_auc,
-            max_drop=max_auc_drop,
-        )
+    """Pass when the AUC clears the floor and is not worse than the served version's, scored now on the same
+    test data, by more than ``rule.max_auc_drop``."""
+    result = GateResult(passed=new_auc >= rule.min_auc)
+    if not result.passed:
+        result.add(f"ROC AUC {new_auc:.4f} is below the floor {rule.min_auc:.4f}", "below_floor",
+                   auc=new_auc, floor=rule.min_auc)  # fmt: skip
+    result.champion_version = alias_version(client, name, alias)
+    if result.champion_version is None:
+        result.add(f"no current {alias}", "no_served", alias=alias)
     else:
-        result.add(
-            f"champion v{champ} scores ROC AUC {result.champion_auc:.4f} on the same data",
-            "champion_score",
-            version=champ,
-            champion_auc=result.champion_auc,
-        )
+        _against_served(result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
     return result
 
 
-def promote(client: MlflowClient, name: str, version: str) -> None:
-    """Point ``champion`` at ``version``, remembering the previous champion for rollback."""
-    client.get_model_version(name, version)  # raises a clear error for an unknown version
-    previous = current_champion(client, name)
-    if previous == str(version):
+def _against_served(result: GateResult, name: str, alias: str, new_auc: float, X_test: pd.DataFrame,
+                    y_test: np.ndarray, max_drop: float) -> None:  # fmt: skip
+    served = f"{alias} v{result.champion_version}"
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        p = np.asarray(model.predict(X_test)["probability"], dtype=float)
+        result.champion_auc = auc = float(roc_auc_score(y_test, p))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not comparable", never a promotion
+        result.passed = False
+        result.add(f"{served} cannot be scored on this test data ({type(exc).__name__}); promote by hand",
+                   "served_unscorable", alias=alias, version=result.champion_version)  # fmt: skip
         return
-    if previous is not None:
-        client.set_registered_model_tag(name, PREVIOUS_TAG, previous)
-    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if new_auc < auc - max_drop:
+        result.passed = False
+        result.add(f"ROC AUC {new_auc:.4f} is worse than {served} ({auc:.4f}) by more than {max_drop}",
+                   "worse_than_served", auc=new_auc, alias=alias, version=result.champion_version, served_auc=auc,
+                   max_drop=max_drop)  # fmt: skip
+    else:
+        result.add(f"{served} scores ROC AUC {auc:.4f} on the same data", "served_score", alias=alias,
+                   version=result.champion_version, served_auc=auc)  # fmt: skip
 
 
-def rollback(client: MlflowClient, name: str) -> str:
-    """Point ``champion`` back at the previous champion; returns that version."""
-    previous = client.get_registered_model(name).tags.get(PREVIOUS_TAG)
-    if not previous:
-        raise MlflowException(f"registered model '{name}' has no previous champion to roll back to")
-    promote(client, name, previous)
-    return previous
+def gate_and_promote(
+    client: MlflowClient, mv: ModelVersion, alias: str, new_auc: float, X_test: pd.DataFrame, y_test: np.ndarray,
+    rule: GateRule,
+) -> GateResult:  # fmt: skip
+    """Gate a new version, record the verdict on it and promote it to ``alias`` if it passed."""
+    with deleted_on_failure(client, mv):
+        result = gate(client, mv.name, alias, new_auc, X_test, y_test, rule)
+        for key, value in result.tags().items():
+            client.set_model_version_tag(mv.name, mv.version, key, value)
+        if result.passed:
+            promote(client, mv.name, str(mv.version), alias)
+    return result
+
+
+# ---- promote and roll back ----------------------------------------------------------------------------
+def history_tag(alias: str) -> str:
+    return f"{alias}_history"
+
+
+def history(client: MlflowClient, name: str, alias: str) -> list[str]:
+    """Versions ``alias`` pointed at before, oldest first."""
+    tags = client.get_registered_model(name).tags
+    raw = tags.get(history_tag(alias))
+    if raw is None and alias == "champion":
+        raw = tags.get(LEGACY_PREVIOUS_TAG, "")  # a registry written before histories existed
+    return [v for v in (raw or "").split(",") if v]
+
+
+def _set_history(client: MlflowClient, name: str, alias: str, versions: list[str]) -> None:
+    client.set_registered_model_tag(name, history_tag(alias), ",".join(versions[-HISTORY_MAX:]))
+
+
+def promote(client: MlflowClient, name: str, version: str, alias: str) -> None:
+    """Point ``alias`` at ``version``, recording the version it replaces for rollback."""
+    client.get_model_version(name, version)  # raises a clear error for an unknown version
+    current = alias_version(client, name, alias)
+    if current == str(version):
+        return
+    if current is not None:
+        _set_history(client, name, alias, [*history(client, name, alias), current])
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def _exists(client: MlflowClient, name: str, version: str) -> bool:
+    try:
+        client.get_model_version(name, version)
+        return True
+    except MlflowException:
+        return False
+
+
+def rollback(client: MlflowClient, name: str, alias: str) -> str:
+    """Point ``alias`` back at the version it named before the last promotion; returns that version.
+
+    Each call goes one step further back. Versions deleted since, or equal to the current one, are skipped."""
+    current = alias_version(client, name, alias)
+    earlier = history(client, name, alias)
+    while earlier:
+        version = earlier.pop()
+        if version != current and _exists(client, name, version):
+            _set_history(client, name, alias, earlier)
+            client.set_registered_model_alias(name, alias, version)
+            return version
+    now = f"v{current}" if current else "no version"
+    raise NothingToRollBack(f"nothing to roll back to: {name}@{alias} is {now} and no earlier version is recorded")
+
+
+# ---- command line -------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None, settings: PipelineSettings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["promote", "rollback"])
+    parser.add_argument("--name", default="", help=f"registered model (default: MODEL_NAME, {settings.model_name})")
+    parser.add_argument("--version", default="", help="promote: the version to serve")
+    args = parser.parse_args(argv)
+    args.name = args.name or settings.model_name
+    if args.command == "promote" and not args.version:
+        parser.error("promote needs --version")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["promote", "rollback"])
-    parser.add_argument("--name", default="diabetes-t2")
-    parser.add_argument("--version")
-    args = parser.parse_args(argv)
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
+    settings = load_settings()
+    args = parse_args(argv, settings)
+    alias = settings.model_alias
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         if args.command == "promote":
-            if not args.version:
-                parser.error("promote needs --version")
-            promote(client, args.name, args.version)
-            print(f"{args.name}@{CHAMPION} -> version {args.version}")
+            promote(client, args.name, args.version, alias)
+            print(f"{args.name}@{alias} -> version {args.version}")
         else:
-            version = rollback(client, args.name)
-            print(f"{args.name}@{CHAMPION} rolled back to version {version}")
+            print(f"{args.name}@{alias} rolled back to version {rollback(client, args.name, alias)}")
     except MlflowException as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, cross
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
-from pipeline.config import ConfigError, DatasetConfig
+from pipeline.config import CV_FOLDS, CV_REPEATS, SEED, ConfigError, DatasetConfig
 
 # Only additive families: the model contract promises per-feature contributions that add up to the
 # logit exactly, which an additive logit gives for free (a tree ensemble would need TreeSHAP).
@@ -34,9 +34,9 @@ class TrainOptions:
     C: str = "auto"
     n_knots: str = "auto"
     calibration: str = "auto"
-    cv_folds: int = 5
-    cv_repeats: int = 4
-    seed: int = 42
+    cv_folds: int = CV_FOLDS
+    cv_repeats: int = CV_REPEATS
+    seed: int = SEED
 
     def check(self) -> None:
         if self.family not in ("auto", *FAMILIES):

@@ -8,7 +8,8 @@ Why this shape:
   gunicorn's socket here, and asyncio only sets TCP_NODELAY itself when the socket's proto is IPPROTO_TCP,
   which sockets created as ``socket(AF_INET, SOCK_STREAM)`` do not report; without it Nagle + delayed ACK
   stalls responses on reused keep-alive connections by ~40 ms.
-- one model watcher thread per worker (threads do not survive fork), started after the fork.
+- one model watcher thread per worker (threads do not survive fork), started by the app's lifespan in each
+  worker, which also drops the connections and locks a worker inherits from the master.
 """
 
 from __future__ import annotations
@@ -52,17 +53,13 @@ def main() -> int:
     from gunicorn.app.base import BaseApplication
 
     from serving.app import create_app
+    from serving.mlflow_adapter import listening_sockets
     from serving.model_store import ModelStore
 
     store = ModelStore(settings)
 
-    def post_fork(server: Any, worker: Any) -> None:
-        store.after_fork()
-        store.start_watcher()
-
     def when_ready(server: Any) -> None:
-        for listener in server.LISTENERS:
-            sock = getattr(listener, "sock", None)
+        for sock in listening_sockets(server):
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -85,7 +82,6 @@ def main() -> int:
                 "accesslog": None,
                 "control_socket_disable": True,  # no shared ~/.gunicorn socket between several local servers
                 "loglevel": settings.log_level,
-                "post_fork": post_fork,
                 "when_ready": when_ready,
                 "child_exit": child_exit,
             }

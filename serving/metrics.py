@@ -37,6 +37,11 @@ MODEL_VERSION = Gauge("serving_model_version", "Loaded model version per worker"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def set_model_version(name: str, version: str) -> None:
+    """Only in processes that serve: with several workers each reports its own version ("liveall")."""
+    MODEL_VERSION.labels(name).set(float(version) if version.isdigit() else -1)
+
+
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow import MlflowClient
 
 from common.backend import redact
+from serving import mlflow_adapter
 from serving.settings import Settings
 
 log = logging.getLogger("serving.model")
@@ -108,24 +108,40 @@ def _atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _with_timeout(fn: Any, timeout: float) -> Any:
-    """Run a registry call in a helper thread so a hung database or server cannot hang the caller."""
-    box: dict[str, Any] = {}
+class _Bounded:
+    """Registry calls in a helper thread, so a hung database or server cannot hang the caller; at most one
+    pending call per process: while one is still stuck, the next check fails at once instead of leaving one
+    more stuck thread behind every check."""
 
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
-            box["error"] = exc
+    def __init__(self) -> None:
+        self.pending: threading.Thread | None = None
 
-    t = threading.Thread(target=run, name="registry-call", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise RegistryTimeout(f"registry did not answer within {timeout:g}s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    def __call__(self, fn: Any, timeout: float) -> Any:
+        if self.pending is not None and self.pending.is_alive():
+            raise RegistryTimeout("an earlier registry call has not returned yet")
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=run, name="registry-call", daemon=True)
+        self.pending = t
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            raise RegistryTimeout(f"registry did not answer within {timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+def _reason(exc: BaseException) -> str:
+    """Exception type and the first line of its message (database errors run to a dozen lines)."""
+    first = str(exc).strip().split("\n", 1)[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class ModelStore:
@@ -145,6 +161,12 @@ class ModelStore:
         # cleared when the alias's version is served again.
         self.problem: str | None = None
         self._failed: dict[tuple[str, str], float] = {}  # (version, run id) -> when it last failed to load
+        self._call = _Bounded()
+        self._pid = os.getpid()
+        # MLflow retries a down database for ~100 s inside one call and logs a long traceback per failure:
+        # calls are bounded here and retried by the watcher, and each failed check is logged in one line.
+        mlflow_adapter.bound_database_retries()
+        mlflow_adapter.quiet_database_errors()
 
     # ---- paths ---------------------------------------------------------------------------------------
     @property
@@ -162,12 +184,7 @@ class ModelStore:
         if self._client is None:
             uri = self.settings.tracking_uri
             mlflow.set_tracking_uri(uri)
-            try:
-                from mlflow.tracking._model_registry.client import ModelRegistryClient
-
-                self._client = ModelRegistryClient(uri, uri)
-            except ImportError:  # a future MLflow that moved the private class: the public client still works
-                self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self._client = mlflow_adapter.registry_client(uri)
         return self._client
 
     def resolve(self) -> dict[str, Any]:
@@ -185,7 +202,7 @@ class ModelStore:
             }
 
         try:
-            meta = _with_timeout(call, self.settings.registry_timeout_s)
+            meta = self._call(call, self.settings.registry_timeout_s)
         except Exception:
             self.registry_reachable = False
             raise
@@ -208,7 +225,7 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=f".dl-{meta['version']}-"))
         try:
             uri = f"models:/{meta['name']}/{meta['version']}"
-            _with_timeout(
+            self._call(
                 lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model")),
                 max(60.0, self.settings.registry_timeout_s),
             )
@@ -308,7 +325,7 @@ class ModelStore:
         try:
             meta = self.resolve()
         except Exception as exc:  # noqa: BLE001 - unreachable registry: keep serving what we have
-            log.warning("registry check failed (%s)", type(exc).__name__)
+            log.warning("registry check failed (%s)", _reason(exc))
             return
         with self._lock:
             cur = self.current
@@ -350,15 +367,15 @@ class ModelStore:
         self._stop.set()
 
     def after_fork(self) -> None:
-        """In a freshly forked worker: drop database connections inherited from the parent (sharing one
-        socket between processes corrupts it) and forget the parent's threads."""
-        for module in ("mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.sqlalchemy_store"):
-            try:
-                cls = __import__(module, fromlist=["SqlAlchemyStore"]).SqlAlchemyStore
-            except ImportError:
-                continue
-            for engine in list(getattr(cls, "_engine_map", {}).values()):
-                engine.dispose(close=False)
+        """In a freshly forked worker (a no-op in the process that made the store): drop the database
+        connections and locks inherited from the master (see ``mlflow_adapter.reset_after_fork``), the
+        master's registry client and its pending call, and forget the master's threads."""
+        if os.getpid() == self._pid:
+            return
+        self._pid = os.getpid()
+        mlflow_adapter.reset_after_fork()
+        self._client = None
+        self._call = _Bounded()
         self._watcher = None
         self._lock = threading.Lock()
 

@@ -1,170 +1,163 @@
-"""Pydantic models generated from the served model's feature spec, and bilingual error messages.
+"""The API's pydantic models (the OpenAPI document is generated from them) and /predict's bilingual error
+entries.
 
-The spec (``RiskModel.spec["features"]``) is the single source: adding a feature to the dataset config
-changes /predict's validation, /docs and /openapi.json without touching this code.
+The served model's features become a ``Patient`` model built from the spec at prepare time
+(``patient_model``): adding a feature to the dataset config changes /docs and /openapi.json without touching
+this code. Requests are validated by ``common.validation`` (the spec's rules, shared by both routes), not by
+these models, which document the same rules.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from serving.model_store import ServedModel
+from common.validation import Problem
 
 LANGS = ("es", "en")
+Lang = Literal["es", "en"]
 
-# rule key -> (English rule, Spanish message, English message); {…} filled from the feature spec
-RULES: dict[str, tuple[str, str, str]] = {
-    "required": ("is required", "es obligatorio", "is required"),
-    "number": ("must be a number", "debe ser un número", "must be a number"),
-    "whole": ("must be a whole number", "debe ser un número entero", "must be a whole number"),
-    "range": (
-        "must be between {min} and {max}",
-        "debe estar entre {min} y {max}",
-        "must be between {min} and {max}",
-    ),
-    "category": ("must be one of {categories}", "debe ser uno de {categories}", "must be one of {categories}"),
+# rule key -> (Spanish message, English message); {…} filled from the feature spec. The English text of the
+# spec's rules words them as common.validation.RULES does (tests/unit/test_conformance.py checks it).
+MESSAGES: dict[str, tuple[str, str]] = {
+    "required": ("es obligatorio", "is required"),
+    "number": ("debe ser un número", "must be a number"),
+    "whole": ("debe ser un número entero", "must be a whole number"),
+    "range": ("debe estar entre {min} y {max}", "must be between {min} and {max}"),
+    "at_least": ("debe ser como mínimo {min}", "must be at least {min}"),
+    "at_most": ("debe ser como máximo {max}", "must be at most {max}"),
+    "finite": ("debe ser un número finito", "must be a finite number"),
+    "category": ("debe ser uno de {categories}", "must be one of {categories}"),
     "unknown": (
-        "{n} unknown field(s) (not features of this model); expected: {names}",
-        "{n} campo(s) desconocido(s) (no son variables del modelo); se esperan: {names}",
-        "{n} unknown field(s) (not features of this model); expected: {names}",
+        "{in_row} campo(s) desconocido(s) (no son variables del modelo); se esperan: {names}",
+        "{in_row} unknown field(s) (not features of this model); expected: {names}",
     ),
-    "finite": ("must be a finite number", "debe ser un número finito", "must be a finite number"),
-    "object": (
-        "each patient must be a JSON object",
-        "cada paciente debe ser un objeto JSON",
-        "each patient must be a JSON object",
-    ),
+    "object": ("cada paciente debe ser un objeto JSON", "each patient must be a JSON object"),
     "body": (
-        "body must be a JSON object or a non-empty array of objects",
         "el cuerpo debe ser un objeto JSON o una lista no vacía de objetos",
         "body must be a JSON object or a non-empty array of objects",
     ),
-    "json": ("body must be valid JSON", "el cuerpo debe ser JSON válido", "body must be valid JSON"),
-    "bool": ("must be true or false", "debe ser true o false", "must be true or false"),
-    "lang": ("must be es or en", "debe ser es o en", "must be es or en"),
-    "invalid": ("is not valid", "no es válido", "is not valid"),
+    "json": ("el cuerpo debe ser JSON válido", "body must be valid JSON"),
+    "bool": ("debe ser true o false", "must be true or false"),
+    "lang": ("debe ser es o en", "must be es or en"),
 }
 
 
-def error_entry(row: int | None, field: str, rule: str, lang: str, **fmt: Any) -> dict[str, Any]:
-    en_rule, es, en = RULES[rule]
-    return {
-        "row": row,
-        "field": field,
-        "rule": en_rule.format(**fmt),
-        "message": (es if lang == "es" else en).format(**fmt),
-    }
+def entry(row: int | None, field: str, key: str, lang: str, **params: Any) -> dict[str, Any]:
+    es, en = MESSAGES[key]
+    message = (es if lang == "es" else en).format(**params)
+    return {"row": row, "field": field, "rule": en.format(**params), "message": message}
 
 
-def _finite(v: float | None) -> float | None:
-    # ±inf (1e400 in JSON) and NaN are not measurements; bounded features already refuse them by range.
-    if v is not None and not math.isfinite(v):
-        raise PydanticCustomError("finite_number", "must be a finite number")
-    return v
+def problem_entries(problems: list[Problem], lang: str) -> list[dict[str, Any]]:
+    """Rule violations → one entry per row and field, in row order. Unknown keys are counted, never named."""
+    out = []
+    for p in problems:
+        field = p.field or "body"
+        for row in p.rows or (None,):
+            out.append(entry(row, field, p.rule, lang, **p.params))
+    out.sort(key=lambda e: -1 if e["row"] is None else e["row"])
+    return out
 
 
-def _whole(v: float | None) -> float | None:
-    if v is not None and math.isfinite(v) and v != math.floor(v):
-        raise PydanticCustomError("whole_number", "must be a whole number")
-    return v
+# ---- documented shapes ------------------------------------------------------------------------------------
+class MlflowError(BaseModel):
+    """MLflow's error shape; the message names field and rule, never a submitted value."""
+
+    error_code: str = Field(examples=["INVALID_PARAMETER_VALUE"])
+    message: str
 
 
-def _fmt(x: Any) -> Any:
-    """20.0 → 20 in messages, so the rule reads like the form's limits."""
-    return int(x) if isinstance(x, float) and x.is_integer() else x
+class ErrorEntry(BaseModel):
+    row: int | None = Field(description="0-based patient position; null for the whole body")
+    field: str = Field(description="feature name, or 'body'")
+    rule: str = Field(description="the rule, in English")
+    message: str = Field(description="the rule in the language chosen with ?lang")
 
 
-def patient_model(model: ServedModel, allow_extra: bool) -> type[BaseModel]:
-    """One pydantic model per served version: field per feature with type, range, unit and label."""
+class PredictError(BaseModel):
+    request_id: str
+    error: str | None = Field(None, description="413/415/503/504: what went wrong")
+    errors: list[ErrorEntry] = Field(description="400/422: one entry per row and field")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    probability: float = Field(ge=0, le=1)
+    label: Literal[0, 1]
+    risk_level: str = Field(description="the risk band's name (model/info risk_bands)")
+    baseline: float | None = Field(None, description="logit of the reference patient (with contributions)")
+    logit: float | None = Field(None, description="baseline + sum of contributions (with contributions)")
+    contributions: dict[str, float] | None = Field(None, description="per feature, on the logit scale")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    predictions: list[Prediction]
+
+
+class InvocationsResponse(BaseModel):
+    """MLflow's records output; with params.contributions also logit, baseline and contrib_<feature>."""
+
+    predictions: list[dict[str, float | int | str]]
+
+
+class HealthModel(BaseModel):
+    name: str
+    version: str | None
+    alias: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    reason: str | None
+    model: HealthModel
+    registry_reachable: bool
+    uptime_s: float
+
+
+class ModelInfo(BaseModel):
+    """The served version and everything its spec says (features, metrics, risk bands, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    created_at: str
+    source: Literal["registry", "cache"]
+    features: list[dict[str, Any]]
+    signature: dict[str, Any]
+
+
+class Unavailable(BaseModel):
+    error: str
+
+
+def patient_model(features: list[dict[str, Any]], allow_extra: bool) -> type[BaseModel]:
+    """The served version's patient: one field per feature with its type (integer features as integers),
+    range, unit and label, required unless the spec says optional."""
     fields: dict[str, Any] = {}
-    for f in model.spec["features"]:
+    for f in features:
         desc = f["label"]["en"] + (f" ({f['unit']})" if f.get("unit") else "")
         if f.get("help"):
             desc += f" — {f['help']['en']}"
-        extra = {"x-label": f["label"], "x-unit": f.get("unit") or "", "x-integer": bool(f.get("integer"))}
+        extra = {"x-label": f["label"], "x-unit": f.get("unit") or ""}
         if f["type"] == "categorical":
-            # A Literal of the category strings: pydantic refuses any non-string (0, 1.0, true) for it in lax
-            # mode too, and 'strict' cannot be applied to a literal schema (pydantic refuses to build it).
             typ: Any = Literal[tuple(f["categories"])]  # type: ignore[misc]
         else:
-            # strict: no "86" → 86 and no true → 1; constraints sit on the float itself so they also apply
-            # inside `| None`.
-            constraints = {k: v for k, v in (("ge", f.get("min")), ("le", f.get("max"))) if v is not None}
-            validators = [AfterValidator(_finite)] + ([AfterValidator(_whole)] if f.get("integer") else [])
-            typ = Annotated[float, Field(strict=True, **constraints), *validators]
+            bounds = {k: v for k, v in (("ge", f.get("min")), ("le", f.get("max"))) if v is not None}
+            typ = Annotated[int if f.get("integer") else float, Field(**bounds)]
         if f.get("optional"):
-            typ = typ | None
-            default: Any = None
+            typ, default = typ | None, None
         else:
             default = ...
         fields[f["name"]] = (typ, Field(default, description=desc, json_schema_extra=extra))
     config = ConfigDict(extra="ignore" if allow_extra else "forbid", title="Patient")
     return create_model("Patient", __config__=config, **fields)
-
-
-class Validator:
-    """Validates /predict bodies against the generated model and turns pydantic errors into our shape."""
-
-    CHUNK = 1024  # rows validated between deadline checks
-
-    def __init__(self, model: ServedModel, allow_extra: bool):
-        self.features = {f["name"]: f for f in model.spec["features"]}
-        self.names = ", ".join(model.names)
-        self.patient = patient_model(model, allow_extra)
-        self.many = TypeAdapter(list[self.patient])  # type: ignore[name-defined]
-
-    def validate(
-        self, rows: list[Any], lang: str, deadline: Any = None
-    ) -> tuple[list[BaseModel], list[dict[str, Any]]]:
-        """Validate in chunks so ``deadline.check()`` (REQUEST_TIMEOUT_S) bounds the work on a big body."""
-        patients: list[BaseModel] = []
-        errors: list[dict[str, Any]] = []
-        for start in range(0, len(rows), self.CHUNK):
-            if deadline is not None:
-                deadline.check()
-            try:
-                patients += self.many.validate_python(rows[start : start + self.CHUNK])
-            except ValidationError as exc:
-                errors += self._entries(exc.errors(include_input=False, include_url=False), start, lang)
-        return ([], errors) if errors else (patients, [])
-
-    def _entries(self, errs: list[Any], offset: int, lang: str) -> list[dict[str, Any]]:
-        out, unknown = [], Counter()
-        for e in errs:
-            if e["type"] == "extra_forbidden":  # the key is the client's (maybe data): counted, never named
-                unknown[e["loc"][0] + offset if e["loc"] and isinstance(e["loc"][0], int) else None] += 1
-            else:
-                out.append(self._entry(e, offset, lang))
-        for row, n in unknown.items():
-            out.append(error_entry(row, "body", "unknown", lang, n=n, names=self.names))
-        return out
-
-    def _entry(self, err: Any, offset: int, lang: str) -> dict[str, Any]:
-        loc = list(err["loc"])
-        row = loc[0] + offset if loc and isinstance(loc[0], int) else None
-        field = str(loc[1]) if len(loc) > 1 and loc[1] in self.features else "body"
-        kind = err["type"]
-        f = self.features.get(field, {})
-        if kind == "missing":
-            return error_entry(row, field, "required", lang)
-        bounded = f.get("min") is not None and f.get("max") is not None
-        if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than") or (
-            kind == "finite_number" and bounded
-        ):
-            return error_entry(row, field, "range", lang, min=_fmt(f.get("min")), max=_fmt(f.get("max")))
-        if kind == "finite_number":
-            return error_entry(row, field, "finite", lang)
-        if kind == "whole_number":
-            return error_entry(row, field, "whole", lang)
-        if kind in ("literal_error", "enum"):
-            return error_entry(row, field, "category", lang, categories=f.get("categories"))
-        if kind in ("model_type", "dict_type", "model_attributes_type") and len(loc) == 1:
-            return error_entry(row, "body", "object", lang)
-        if kind.startswith(("float", "int", "finite")) or kind in ("bool_type", "string_type"):
-            return error_entry(row, field, "number", lang)
-        return error_entry(row, field, "invalid", lang)

@@ -1,127 +1,77 @@
-"""Every setting of the serving API, read from the environment in this one place.
+"""Every setting of the serving API, read from the environment in this one place (pydantic-settings).
 
-| variable                  | default                     | meaning                                                   |
-|---------------------------|-----------------------------|-----------------------------------------------------------|
-| MODEL_NAME                | diabetes-t2                 | registered model to serve                                 |
-| MODEL_ALIAS               | champion                    | alias followed (hot reload when it moves)                 |
-| MLFLOW_TRACKING_URI       | see below                   | tracking/registry URI                                     |
-| MLFLOW_TRACKING_HOSTPORT  |                             | host:port of the MLflow server (Render)                   |
-| DATABASE_URL              |                             | Postgres registry when no tracking URI is given           |
-| PORT                      | 8002                        | listen on 0.0.0.0:$PORT                                   |
-| HOST                      | 0.0.0.0                     | bind address                                              |
-| WEB_CONCURRENCY           | 1                           | worker processes                                          |
-| MAX_BODY_BYTES            | 5000000                     | larger bodies → 413                                       |
-| MAX_ROWS                  | 10000                       | more rows in one request → 413                            |
-| REQUEST_TIMEOUT_S         | 10                          | work stops at the next checkpoint after this → 504        |
-| RELOAD_INTERVAL_S         | 30                          | how often each worker checks the alias (0 = never)        |
-| MODEL_CACHE_DIR           | <repo>/.serving-cache       | local copies of served versions (last good copy)          |
-| ALLOW_EXTRA_COLUMNS       | false                       | true: ignore unknown columns instead of 400               |
-| REGISTRY_TIMEOUT_S        | 5                           | bound on one registry call (HTTP tracking servers)        |
-| LOG_LEVEL                 | info                        | logging level                                             |
+A bad value stops ``python -m serving`` before it binds a port, with a message naming the variable and the
+rule (``SettingsError``). Empty values mean "use the default". Shared settings (model name and alias, the
+tracking URI) come from ``common.settings``.
 
-Tracking URI order: MLFLOW_TRACKING_URI, then http://$MLFLOW_TRACKING_HOSTPORT, then DATABASE_URL, then the
-project's SQLite file (the last two via common.backend).
+| variable                 | default               | rule            | meaning                                     |
+|--------------------------|-----------------------|-----------------|---------------------------------------------|
+| MODEL_NAME               | diabetes-t2           | non-empty       | registered model to serve                   |
+| MODEL_ALIAS              | champion              | [A-Za-z0-9_-]   | alias followed (hot reload when it moves)   |
+| MLFLOW_TRACKING_URI      | see below             |                 | tracking/registry URI                       |
+| MLFLOW_TRACKING_HOSTPORT |                       | host:port       | host:port of the MLflow server (Render)     |
+| DATABASE_URL             |                       |                 | Postgres registry (no tracking URI)         |
+| PORT                     | 8002                  | 1..65535        | listen on $HOST:$PORT                       |
+| HOST                     | 0.0.0.0               | non-empty       | bind address                                |
+| WEB_CONCURRENCY          | 1                     | >= 1            | worker processes                            |
+| MAX_BODY_BYTES           | 5000000               | >= 1            | larger bodies → 413                         |
+| MAX_ROWS                 | 10000                 | >= 1            | more rows in one request → 413              |
+| REQUEST_TIMEOUT_S        | 10                    | > 0             | stop work after this → 504                  |
+| RELOAD_INTERVAL_S        | 30                    | >= 0            | alias check period (0 = never)              |
+| MODEL_CACHE_DIR          | <repo>/.serving-cache |                 | last good local copies                      |
+| ALLOW_EXTRA_COLUMNS      | false                 | true/false      | true: ignore unknown columns instead of 400 |
+| REGISTRY_TIMEOUT_S       | 5                     | >= 0.1          | bound on one registry call                  |
+| LOG_LEVEL                | info                  | debug..critical | logging level                               |
+
+Tracking URI order (``common.settings``): MLFLOW_TRACKING_URI, then http://$MLFLOW_TRACKING_HOSTPORT, then
+DATABASE_URL, then the project's SQLite file.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from common.backend import PROJECT_ROOT, tracking_uri
+from pydantic import Field, field_validator
 
+from common.backend import PROJECT_ROOT
+from common.settings import CommonSettings, SettingsError
 
-class SettingsError(ValueError):
-    """A setting with an unusable value; the message names the variable and the rule."""
-
-
-def _int(env: dict[str, str], key: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{key} must be >= {minimum}")
-    return value
+__all__ = ["Settings", "SettingsError"]
 
 
-def _float(env: dict[str, str], key: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number") from None
-    if value < minimum:
-        raise SettingsError(f"{key} must be >= {minimum}")
-    return value
+class Settings(CommonSettings):
+    host: str = Field("0.0.0.0", validation_alias="HOST", min_length=1, description="bind address")
+    port: int = Field(8002, validation_alias="PORT", ge=1, le=65535, description="listen port")
+    workers: int = Field(1, validation_alias="WEB_CONCURRENCY", ge=1, description="worker processes")
+    max_body_bytes: int = Field(5_000_000, validation_alias="MAX_BODY_BYTES", ge=1, description="larger → 413")
+    max_rows: int = Field(10_000, validation_alias="MAX_ROWS", ge=1, description="more rows per request → 413")
+    request_timeout_s: float = Field(
+        10.0, validation_alias="REQUEST_TIMEOUT_S", gt=0, allow_inf_nan=False, description="→ 504 after this"
+    )
+    reload_interval_s: float = Field(
+        30.0, validation_alias="RELOAD_INTERVAL_S", ge=0, allow_inf_nan=False, description="alias check (0 = never)"
+    )
+    cache_dir: Path = Field(
+        PROJECT_ROOT / ".serving-cache", validation_alias="MODEL_CACHE_DIR", description="local model copies"
+    )
+    allow_extra_columns: bool = Field(
+        False, validation_alias="ALLOW_EXTRA_COLUMNS", description="ignore unknown columns instead of 400"
+    )
+    registry_timeout_s: float = Field(
+        5.0, validation_alias="REGISTRY_TIMEOUT_S", ge=0.1, allow_inf_nan=False, description="one registry call"
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", validation_alias="LOG_LEVEL", description="logging level"
+    )
 
-
-def _bool(env: dict[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{key} must be true or false")
-
-
-def resolve_tracking_uri(env: dict[str, str]) -> str:
-    # Render gives the API only host:port of the MLflow server; an explicit URI still wins.
-    if not env.get("MLFLOW_TRACKING_URI") and env.get("MLFLOW_TRACKING_HOSTPORT"):
-        return f"http://{env['MLFLOW_TRACKING_HOSTPORT']}"
-    return tracking_uri(env)
-
-
-@dataclass(frozen=True)
-class Settings:
-    model_name: str
-    model_alias: str
-    tracking_uri: str
-    host: str
-    port: int
-    workers: int
-    max_body_bytes: int
-    max_rows: int
-    request_timeout_s: float
-    reload_interval_s: float
-    cache_dir: Path
-    allow_extra_columns: bool
-    registry_timeout_s: float
-    log_level: str
-
+    @field_validator("log_level", mode="before")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        return cls(
-            model_name=env.get("MODEL_NAME") or "diabetes-t2",
-            model_alias=env.get("MODEL_ALIAS") or "champion",
-            tracking_uri=resolve_tracking_uri(env),
-            host=env.get("HOST") or "0.0.0.0",
-            port=_int(env, "PORT", 8002, minimum=1),
-            workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 5_000_000, minimum=1),
-            max_rows=_int(env, "MAX_ROWS", 10_000, minimum=1),
-            request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, minimum=0.001),
-            reload_interval_s=_float(env, "RELOAD_INTERVAL_S", 30.0),
-            cache_dir=Path(env.get("MODEL_CACHE_DIR") or PROJECT_ROOT / ".serving-cache"),
-            allow_extra_columns=_bool(env, "ALLOW_EXTRA_COLUMNS", False),
-            registry_timeout_s=_float(env, "REGISTRY_TIMEOUT_S", 5.0, minimum=0.1),
-            log_level=(env.get("LOG_LEVEL") or "info").lower(),
-        )
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def apply_mlflow_defaults(self) -> None:
-        """Bound MLflow's HTTP retries so an unreachable tracking server cannot stall start-up for minutes.
-
-        Only defaults: an operator's explicit MLFLOW_HTTP_* values win.
-        """
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        """MLflow's HTTP timeout follows REGISTRY_TIMEOUT_S (whole seconds, at least 1)."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, self.registry_timeout_s))))
+        super().apply_mlflow_defaults()

@@ -1,4 +1,9 @@
-"""Shared fixtures: throwaway registries on SQLite and on the real Postgres at 127.0.0.1:5432."""
+"""Shared fixtures: throwaway registries on SQLite and on the real Postgres at 127.0.0.1:5432.
+
+Tests are filed by kind: ``tests/unit`` (in-process), ``tests/integration`` (real servers, subprocesses, Postgres)
+and ``tests/e2e`` (a real browser). Each test gets its folder's marker; integration and e2e tests are also
+``slow``, as is any unit test marked so, and ``-m "not slow"`` is the fast tier.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,18 @@ EXAMPLE_PATIENT = {
     "pedigri_diabetes": 0.627,
     "edad": 50,
 }
+
+
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = next((k for k in KINDS if f"{os.sep}tests{os.sep}{k}{os.sep}" in str(item.path)), None)
+        if kind:
+            item.add_marker(kind)
+        if kind in ("integration", "e2e"):
+            item.add_marker("slow")
 
 
 def example_patient(features: list[dict]) -> dict[str, float | int]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_ui_e2e import CHROMIUM, CHROMIUM_ARGS, wait_idle, wait_rerun
-from tests.test_ui_stack import ROOT, free_port, wait_http
+from tests.e2e.test_ui_e2e import CHROMIUM, CHROMIUM_ARGS, wait_idle, wait_rerun
+from tests.ui_stack import ROOT, free_port, wait_http
 from ui.i18n import tr
 
 pytestmark = pytest.mark.slow

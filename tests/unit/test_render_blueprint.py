@@ -1,7 +1,8 @@
 """Checks for the Render deployment files: render.yaml, Procfile, runtime.txt, .python-version, deploy/.
 
-1. render.yaml validates against Render's official Blueprint JSON schema, read from
-   ``<repo root>/../shared/render/render.schema.json`` (missing file = failure, never a skip).
+1. render.yaml validates against Render's official Blueprint JSON schema, vendored in
+   ``deploy/render/render.schema.json`` (provenance and hash in ``deploy/render/SOURCE.md``; missing or altered
+   file = failure, never a skip).
 2. Semantic checks the schema cannot make, as plain ``check_*`` functions returning a list of problems;
    ``test_checker_reports_mutation`` breaks a copy of the blueprint in one way per check and asserts the
    matching checker reports it, so no check can silently pass everything.
@@ -32,13 +33,16 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from deploy.mlflow_server import build_command  # noqa: E402
 
-SCHEMA_PATH = REPO_ROOT.parent / "shared" / "render" / "render.schema.json"
+SCHEMA_PATH = REPO_ROOT / "deploy" / "render" / "render.schema.json"
+SCHEMA_SHA256 = "665539cb0c191856ba38d292b985a963880bb69b030d666e5fe7788e78e7e696"
+# The team's shared copy, beside a developer's checkout (and CI's); a user's clone does not have it.
+SHARED_SCHEMA_PATH = REPO_ROOT.parent / "shared" / "render" / "render.schema.json"
 BLUEPRINT_PATH = REPO_ROOT / "render.yaml"
 LAUNCHER_MODULE = "deploy.mlflow_server"
 
@@ -85,8 +89,7 @@ def load_blueprint(path: Path = BLUEPRINT_PATH) -> Blueprint:
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     if not path.is_file():
         pytest.fail(
-            f"Render Blueprint schema not found at {path}. It must be at ../shared/render/render.schema.json "
-            "relative to the repository root (copy shared/ beside the clone in CI)."
+            f"Render Blueprint schema not found at {path}: it is vendored in deploy/render/ (see SOURCE.md there)."
         )
     return yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML; avoids a second parser
 
@@ -471,6 +474,18 @@ def test_schema_is_draft_2020_12_with_only_local_refs() -> None:
     assert refs and all(ref.startswith("#") for ref in refs), "remote $ref found; resolve it locally"
 
 
+def test_vendored_schema_is_the_recorded_file() -> None:
+    import hashlib
+
+    assert hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest() == SCHEMA_SHA256, "schema changed: see SOURCE.md"
+
+
+def test_vendored_schema_matches_the_shared_copy_when_present() -> None:
+    if not SHARED_SCHEMA_PATH.is_file():
+        pytest.skip("no ../shared beside this clone (a user's clone): the vendored copy alone is used")
+    assert SHARED_SCHEMA_PATH.read_bytes() == SCHEMA_PATH.read_bytes(), "refresh deploy/render/ from ../shared/render/"
+
+
 def test_render_yaml_matches_official_schema(blueprint: Blueprint) -> None:
     assert check_schema(blueprint, load_schema()) == []
 
@@ -788,6 +803,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_launcher_smoke(postgres_url: str, tmp_path: Path) -> None:  # fixture: tests/conftest.py (fresh database)
     _run_launcher_smoke(postgres_url, tmp_path)
 

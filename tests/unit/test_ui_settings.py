@@ -13,7 +13,7 @@ import pytest
 from common.backend import DEFAULT_SQLITE_PATH
 from ui import batch, i18n, scored, settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 FEATURES = [
     {"name": "glucosa", "type": "numeric", "integer": False, "min": 40, "max": 400, "optional": False},

@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from .conftest import ROOT, backend_env, run_pipeline
+from tests.conftest import ROOT, backend_env, run_pipeline
 
 NAME = "diabetes-t2"
 FAST = ("--cv-repeats", "1")  # the full default CV runs in the deployment smoke test (bootstrap)
@@ -90,7 +90,7 @@ def test_sqlite_lifecycle(sqlite_env: dict[str, str]) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert "version 2" in second.stdout and "promoted to @champion" in second.stdout
     assert champion(client) == "2"
-    assert client.get_registered_model(NAME).tags["previous_champion"] == "1"
+    assert client.get_registered_model(NAME).tags["champion_history"] == "1"
 
     # Run 3: a gate it cannot pass → registered as challenger, champion untouched.
     third = run_pipeline(sqlite_env, "--min-auc", "0.99", "--cv-repeats", "1")

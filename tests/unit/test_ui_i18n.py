@@ -10,7 +10,7 @@ from pathlib import Path
 from ui.batch import RESULT_COLUMNS
 from ui.i18n import LANGS, STRINGS, UNITS, tr
 
-UI = Path(__file__).resolve().parent.parent / "ui"
+UI = Path(__file__).resolve().parents[2] / "ui"
 
 
 def gate_codes() -> set[str]:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT, run_pipeline
+from tests.conftest import ROOT, run_pipeline
 
 CONFIG = ROOT / "data" / "pima" / "dataset.yaml"
 
@@ -76,11 +76,11 @@ def _unknown_key(doc, tmp):
 
 CASES = {
     "missing column": (_missing_column, "missing column(s) ['glucose_typo']"),
-    "wrong type": (_wrong_type, "column 'glu' (glucosa) must be numeric; non-numeric values on line(s) 6"),
+    "wrong type": (_wrong_type, "column 'glu' (glucosa): must be a number (line(s) 6)"),
     "unknown target class": (_unknown_class, "positive class 'Diabetic' not found in target column 'type'"),
     "empty file": (_empty_file, "is empty"),
     "header only": (_header_only, "has a header but no rows"),
-    "required feature missing": (_required_missing, "(presion_diastolica) is not optional but has missing values"),
+    "required feature missing": (_required_missing, "column 'bp' (presion_diastolica): is required (line(s) "),
     "risk bands": (_bad_bands, "risk_bands must have increasing 'upper' limits"),
     "unknown config key": (_unknown_key, "features.0.units: Extra inputs are not permitted"),
     "too few positives for CV": (_few_positives, "only 3 row(s) of one class; 5-fold cross-validation needs"),

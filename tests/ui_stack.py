@@ -1,6 +1,6 @@
 """The real stack the UI tests run against: a fresh SQLite registry with one trained model, and the serving
 API (`python -m serving`) on a free loopback port. Started once per test session and shared by the UI test
-modules (they import the ``ui_stack`` fixture from here)."""
+modules (they import the ``ui_stack`` fixture from here; it is not a test module itself)."""
 
 from __future__ import annotations
 
@@ -152,11 +152,3 @@ def ui_stack() -> Iterator[Stack]:
     stack = start_stack()
     yield stack
     stack.stop()  # idempotent: every module importing this fixture finalises it at session end
-
-
-def test_stack_serves_the_registered_champion(ui_stack: Stack) -> None:
-    """Guards the other UI tests' premise: the API serves version 1 of the model we just trained."""
-    health = requests.get(f"{ui_stack.api_url}/health", timeout=5).json()
-    assert health["status"] == "ok"
-    assert str(health["model"]["version"]) == "1"
-    print(f"\nstack: training {ui_stack.train_s:.1f}s, API up in {ui_stack.api_start_s:.1f}s")

@@ -14,8 +14,8 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from tests.test_pipeline_e2e import user_dataset
-from tests.test_ui_stack import ROOT, child_env, free_port, login_off, wait_http  # noqa: F401 - login_off
+from tests.integration.test_pipeline_e2e import user_dataset
+from tests.ui_stack import ROOT, child_env, free_port, login_off, wait_http  # noqa: F401 - login_off
 from ui import spec
 from ui.i18n import tr
 

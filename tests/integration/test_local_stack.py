@@ -11,8 +11,8 @@ from pathlib import Path
 
 import requests
 
-from .conftest import ROOT, backend_env, run_pipeline
-from .deploy_helpers import example_patient, free_port, stop, wait_healthy
+from tests.conftest import ROOT, backend_env, run_pipeline
+from tests.deploy_helpers import example_patient, free_port, stop, wait_healthy
 
 
 def listen_addresses(port: int) -> set[str]:

@@ -12,10 +12,9 @@ import requests
 from mlflow import MlflowClient
 
 from deploy import rehearse
+from tests.conftest import ROOT
+from tests.deploy_helpers import example_patient, probability_shown_by_app, wait_healthy
 from ui import spec
-
-from .conftest import ROOT
-from .deploy_helpers import example_patient, probability_shown_by_app, wait_healthy
 
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -17,7 +17,7 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import example_patient as patient
-from tests.test_ui_stack import ROOT, Stack, free_port, login_off, ui_stack, wait_http  # noqa: F401 - fixtures
+from tests.ui_stack import ROOT, Stack, free_port, login_off, ui_stack, wait_http  # noqa: F401 - fixtures
 from ui import spec
 from ui.i18n import calibration_name, tr
 from ui.settings import MLFLOW_HTTP_VARS
@@ -378,7 +378,7 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     shown_auc = metrics.loc["ROC AUC", tr("this_model", "es", version=served["version"])]
     assert shown_auc == spec.decimal(info["metrics"]["roc_auc"], "es", 3) and "," in shown_auc  # «0,866»
     # The gate's reasons in Spanish, from the codes the pipeline recorded (the first version had no champion).
-    assert row[tr("gate_reasons", "es")] == tr("gate_reason_no_champion", "es")
+    assert row[tr("gate_reasons", "es")] == tr("gate_reason_no_served", "es", alias="champion")
     assert not at.expander, "the pipeline's English markdown card is not shown"
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
     assert len(at.image) == 2  # ROC and calibration from the run's artifacts
@@ -474,3 +474,11 @@ def test_model_page_warns_when_the_api_reads_another_registry(
     at = run_app("views/model.py")
     assert not at.exception
     assert tr("served_other_registry", "es", version="1") in [w.value for w in at.warning]
+
+
+def test_stack_serves_the_registered_champion(ui_stack: Stack) -> None:  # noqa: F811 - the fixture
+    """Guards the other UI tests' premise: the API serves version 1 of the model we just trained."""
+    health = requests.get(f"{ui_stack.api_url}/health", timeout=5).json()
+    assert health["status"] == "ok"
+    assert str(health["model"]["version"]) == "1"
+    print(f"\nstack: training {ui_stack.train_s:.1f}s, API up in {ui_stack.api_start_s:.1f}s")

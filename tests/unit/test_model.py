@@ -9,11 +9,10 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data import load_split
-from pipeline.main import feature_spec
+from pipeline.package import feature_spec
 from pipeline.risk_model import InvalidInput, RiskModel
 from pipeline.train import TrainOptions, compile_additive, fit, set_reference
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

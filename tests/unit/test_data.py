@@ -9,8 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data import load_split
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 DATA = ROOT / "data" / "pima"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from .conftest import ROOT, backend_env
+from tests.conftest import ROOT, backend_env
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:

@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the settings, the served model and the request id. All are ``async`` (a plain
+``def`` dependency runs in a thread pool: ~1 ms per request) and read only ``app.state``."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from serving.errors import unavailable
+from serving.model_store import ServedModel
+from serving.settings import Settings
+
+JSON = "application/json"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+async def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def current_model(request: Request) -> ServedModel:
+    """The served version, with everything prepared for it; 503 while there is none."""
+    model = request.app.state.store.current
+    if model is None or not model.prepared:
+        raise unavailable()
+    return model
+
+
+def request_id(request: Request) -> str:
+    """The caller's x-request-id if it is a plain token (so it can never smuggle anything into our logs),
+    else a new one; the same for the whole request (the error handler reads it too)."""
+    state = request.scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        given = request.headers.get("x-request-id")
+        rid = state["request_id"] = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return rid
+
+
+async def _request_id(request: Request) -> str:
+    return request_id(request)
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+CurrentModel = Annotated[ServedModel, Depends(current_model)]
+RequestId = Annotated[str, Depends(_request_id)]
