@@ -436,7 +436,7 @@ def mlflow_server(ui_stack: Stack) -> Iterator[str]:  # noqa: F811
             cwd=ui_stack.workdir, env=ui_stack.env, stdout=fh, stderr=fh, start_new_session=True,
         )  # fmt: skip
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc, 60, log)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 180, log)  # `mlflow server` starts slowly on a busy machine
         yield f"127.0.0.1:{port}"
     finally:
         # `mlflow server` runs uvicorn as a child: signal the whole group this test started, by its id.
