@@ -113,7 +113,7 @@ def gate(
                    auc=new_auc, floor=rule.min_auc)  # fmt: skip
     result.champion_version = alias_version(client, name, alias)
     if result.champion_version is None:
-        result.add(f"no current {alias}", "no_champion", alias=alias)
+        result.add(f"no current {alias}", "no_served", alias=alias)
     else:
         _against_served(client, result, name, alias, new_auc, X_test, y_test, rule.max_auc_drop)
     return result
@@ -131,16 +131,16 @@ def _against_served(client: MlflowClient, result: GateResult, name: str, alias: 
         result.passed = False
         why = str(exc) if isinstance(exc, signing.UntrustedModel) else type(exc).__name__
         result.add(f"{served} cannot be scored on this test data ({why}); promote by hand",
-                   "champion_unscorable", version=result.champion_version)  # fmt: skip
+                   "served_unscorable", alias=alias, version=result.champion_version)  # fmt: skip
         return
     if new_auc < auc - max_drop:
         result.passed = False
         result.add(f"ROC AUC {new_auc:.4f} is worse than {served} ({auc:.4f}) by more than {max_drop}",
-                   "worse_than_champion", auc=new_auc, version=result.champion_version, champion_auc=auc,
+                   "worse_than_served", auc=new_auc, alias=alias, version=result.champion_version, served_auc=auc,
                    max_drop=max_drop)  # fmt: skip
     else:
-        result.add(f"{served} scores ROC AUC {auc:.4f} on the same data", "champion_score",
-                   version=result.champion_version, champion_auc=auc)  # fmt: skip
+        result.add(f"{served} scores ROC AUC {auc:.4f} on the same data", "served_score", alias=alias,
+                   version=result.champion_version, served_auc=auc)  # fmt: skip
 
 
 def gate_and_promote(

@@ -57,8 +57,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 2
 
 
 def probability_shown_by_app(app_url: str, features: list[dict[str, Any]], patient: dict[str, Any],
-                             screenshot: Path | None = None) -> str:
-    """Fill the individual form in Chromium, submit, and read the probability the app shows."""
+                             screenshot: Path | None = None, login: tuple[str, str] | None = None) -> str:
+    """Log in (the app's built-in login, when ``login`` is given), fill the individual form in Chromium, submit,
+    and read the probability the app shows."""
     from playwright.sync_api import sync_playwright
 
     from ui import spec
@@ -69,6 +70,10 @@ def probability_shown_by_app(app_url: str, features: list[dict[str, Any]], patie
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(app_url)
+            if login is not None:
+                page.get_by_label(tr("username", "es")).fill(login[0])
+                page.get_by_label(tr("password", "es")).fill(login[1])
+                page.get_by_role("button", name=tr("login_button", "es")).click()
             page.get_by_role("button", name=tr("submit", "es")).wait_for(timeout=60_000)
             for f in features:
                 box = page.get_by_label(spec.label(f, "es"), exact=True)

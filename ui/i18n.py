@@ -285,18 +285,18 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "ROC AUC {auc} por debajo del mínimo {floor}",
         "en": "ROC AUC {auc} is below the floor {floor}",
     },
-    "gate_reason_no_champion": {"es": "no había modelo en servicio (champion)", "en": "no current champion"},
-    "gate_reason_champion_unscorable": {
-        "es": "el champion v{version} no puede evaluarse con estos datos de prueba; promoción manual",
-        "en": "champion v{version} cannot be scored on this test data; promote by hand",
+    "gate_reason_no_served": {"es": "ninguna versión tenía el alias «{alias}»", "en": "no current {alias}"},
+    "gate_reason_served_unscorable": {
+        "es": "la versión {version} («{alias}») no puede evaluarse con estos datos de prueba; promoción manual",
+        "en": "{alias} v{version} cannot be scored on this test data; promote by hand",
     },
-    "gate_reason_worse_than_champion": {
-        "es": "ROC AUC {auc} peor que la del champion v{version} ({champion_auc}) en más de {max_drop}",
-        "en": "ROC AUC {auc} is worse than champion v{version} ({champion_auc}) by more than {max_drop}",
+    "gate_reason_worse_than_served": {
+        "es": "ROC AUC {auc} peor que la de la versión {version} («{alias}», {served_auc}) en más de {max_drop}",
+        "en": "ROC AUC {auc} is worse than {alias} v{version} ({served_auc}) by more than {max_drop}",
     },
-    "gate_reason_champion_score": {
-        "es": "el champion v{version} obtiene ROC AUC {champion_auc} con los mismos datos",
-        "en": "champion v{version} scores ROC AUC {champion_auc} on the same data",
+    "gate_reason_served_score": {
+        "es": "la versión {version} («{alias}») obtiene ROC AUC {served_auc} con los mismos datos",
+        "en": "{alias} v{version} scores ROC AUC {served_auc} on the same data",
     },
     "select_version": {"es": "Ficha de la versión", "en": "Card for version"},
     "card_title": {"es": "Ficha del modelo {name} · v{version}", "en": "Model card {name} · v{version}"},

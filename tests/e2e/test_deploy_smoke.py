@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from mlflow import MlflowClient
 
 from deploy import rehearse
 from tests.conftest import ROOT
 from tests.deploy_helpers import example_patient, probability_shown_by_app, wait_healthy
-from ui import spec
+from ui import spec, users
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -30,8 +31,15 @@ def assert_readme_figures(metrics: dict[str, float]) -> None:
     assert cells[4].startswith(f"{metrics['test_calibration_slope']:.2f} ")
 
 
-def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, tmp_path: Path, monkeypatch) -> None:
+def test_blueprint_services_start_and_serve_the_whole_chain(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     database_url = postgres_url.replace("postgresql://", "postgres://", 1)  # the form Render hands out
+    # The app binds 0.0.0.0 there, so clinicians log in: one user in the app's database (inherited by the
+    # rehearsed services from this environment).
+    app_db = f"sqlite:///{tmp_path / 'app.db'}"
+    monkeypatch.setenv("APP_DATABASE_URL", app_db)
+    users.add(users.engine(app_db), "smoke", "a long smoke-test password")
     stack = rehearse.start(database_url, tmp_path)
     try:
         live, logs = list(stack.procs.values()), list(stack.logs.values())
@@ -80,7 +88,8 @@ def test_blueprint_services_start_and_serve_the_whole_chain(postgres_url: str, t
         expected = answer.json()["predictions"][0]["probability"]
 
         app = stack.url("diabetes-streamlit")
-        shown = probability_shown_by_app(app, info["features"], patient, ARTIFACTS / "deploy-smoke-app.png")
+        shown = probability_shown_by_app(app, info["features"], patient, ARTIFACTS / "deploy-smoke-app.png",
+                                         login=("smoke", "a long smoke-test password"))  # fmt: skip
         assert shown == spec.format_probability(expected, "es")
     finally:
         stack.stop()

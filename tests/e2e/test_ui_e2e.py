@@ -194,7 +194,7 @@ def test_first_page_becomes_interactive(app: App, capsys: pytest.CaptureFixture[
         f"Streamlit server up in {app.metrics['server_up_s']:.2f}s; "
         f"first page interactive {app.first_page_s:.2f}s after that (budget {FIRST_PAGE_BUDGET_S}s, not asserted)",
     )
-    assert app.page.locator('[data-testid="stNumberInput"] input:enabled').count() >= 1
+    assert app.page.locator('[data-testid="stTextInput"] input:enabled').count() >= 1
 
 
 def test_individual_form_shows_the_api_probability(app: App, ui_stack: Stack, info: dict[str, Any]) -> None:  # noqa: F811

@@ -120,12 +120,12 @@ def test_a_clinic_column_named_like_a_result_is_never_overwritten(lang: str, mod
 def test_gate_reasons_are_recorded_as_codes_and_shown_in_both_languages() -> None:
     result = GateResult(passed=False)
     result.add("ROC AUC 0.7000 is below the floor 0.8000", "below_floor", auc=0.7, floor=0.8)
-    result.add("no current champion", "no_champion")
+    result.add("no current champion", "no_served", alias="champion")
     tags = result.tags()
     assert tags["gate"] == "failed" and tags["gate_reasons"].startswith("ROC AUC 0.7000")  # the old tag stays
     assert json.loads(tags["gate_reason_codes"])[0] == {"code": "below_floor", "auc": 0.7, "floor": 0.8}
     assert components.gate_reasons(tags, "es") == (
-        "ROC AUC 0,7000 por debajo del mínimo 0,8000; no había modelo en servicio (champion)"
+        "ROC AUC 0,7000 por debajo del mínimo 0,8000; ninguna versión tenía el alias «champion»"
     )
     assert components.gate_reasons(tags, "en") == "ROC AUC 0.7000 is below the floor 0.8000; no current champion"
     assert components.gate_reasons({"gate_reasons": "old text"}, "es") == "old text"  # versions from before
