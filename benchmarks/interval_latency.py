@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,9 @@ def main() -> int:
             "repeats": int(len(b)),
         }
     doc = {
+        # Figures on a shared machine swing with its load: recorded so a reader can judge them.
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
         "members": int(model.ens_coef.shape[1] - 1),
         "basis_columns": int(model.ens_coef.shape[0]),
         "terms": sorted({t["kind"] for t in model.terms}),

@@ -164,7 +164,10 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             members = self.ens_coef.shape[1] - 1
             tail = (1 - self.INTERVAL_LEVEL) / 2
             # np.quantile's linear interpolation between order statistics, precomputed for this B.
-            self.q_pos = [(members - 1) * tail, (members - 1) * (1 - tail)]
+            pos = np.array([(members - 1) * tail, (members - 1) * (1 - tail)])
+            self.q_lo = np.floor(pos).astype(int)
+            self.q_hi = np.minimum(self.q_lo + 1, members - 1)
+            self.q_frac = pos - self.q_lo
         self.all_linear = not self.other
         self.spline_basis = {}
         for j, t in enumerate(self.terms):
@@ -206,12 +209,8 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             )
         logits = self.basis(X) @ self.ens_coef + self.ens_intercept  # (n, 1 + B): the one matrix product
         members = np.sort(logits[:, 1:], axis=1)  # 10x faster than np.partition for B = 100 here
-        bounds = []
-        for q in self.q_pos:
-            lo = int(np.floor(q))
-            hi = min(lo + 1, members.shape[1] - 1)
-            bounds.append(members[:, lo] + (q - lo) * (members[:, hi] - members[:, lo]))
-        return logits[:, 0], bounds[0], bounds[1]
+        bounds = members[:, self.q_lo] + self.q_frac * (members[:, self.q_hi] - members[:, self.q_lo])
+        return logits[:, 0], bounds[:, 0], bounds[:, 1]
 
     def predict_matrix(
         self, X: np.ndarray, contributions: bool = False, interval: bool = False
