@@ -25,9 +25,10 @@ from mlflow.version import VERSION
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from serving import metrics, strict
+from serving import feedback, inference_log, metrics, strict
 from serving.docs import openapi_document
 from serving.model_store import ModelStore, ServedModel
+from serving.request_log import RequestLogMiddleware
 from serving.schemas import LANGS, Validator, error_entry
 from serving.settings import Settings
 
@@ -44,6 +45,7 @@ ROUTES = {
     "/metrics",
     "/docs",
     "/openapi.json",
+    "/feedback",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DOCS_HTML = (Path(__file__).with_name("docs.html")).read_text(encoding="utf-8")
@@ -236,6 +238,7 @@ class Api:
             doc = {"error_code": _error_code(err.status, bool(err.problems)), "message": err.message}
             return _json(doc, err.status, rid)
         metrics.count_levels(out["risk_level"])
+        inference_log.record(request, model, "/invocations", rid, X, out)
         return Response(payload, media_type=JSON, headers={"x-request-id": rid})
 
     def _frame(self, model: ServedModel, mime: str, body: bytes) -> Any:
@@ -301,6 +304,7 @@ class Api:
             _log_rejection("/predict", rid, err.status, model, err)
             return _json({"request_id": rid, "error": err.message, "errors": []}, err.status, rid)
         metrics.count_levels(out["risk_level"])
+        inference_log.record(request, model, "/predict", rid, X, out)
         return _json(
             {
                 "request_id": rid,
@@ -312,7 +316,7 @@ class Api:
 
     # ---- operations ----------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        doc = self.store.health()
+        doc = inference_log.apply_health(self.store.health())
         return _json(doc, 503 if doc["status"] == "down" else 200)
 
     async def model_info(self, request: Request) -> Response:
@@ -453,6 +457,9 @@ def create_app(settings: Settings, store: ModelStore) -> Any:
     app.add_route("/metrics", api.metrics, methods=["GET"])
     app.add_route("/openapi.json", api.openapi_json, methods=["GET"])
     app.add_route("/docs", api.docs, methods=["GET"])
+    app.add_route("/feedback", feedback.feedback, methods=["POST"])
+    app.add_middleware(RequestLogMiddleware, routes=ROUTES, store=store)
     app.add_middleware(metrics.MetricsMiddleware, routes=ROUTES)
+    inference_log.setup()
     app.state.api = api
     return app
