@@ -228,7 +228,9 @@ def _metric(text: str, name: str, label: str) -> float:
 def test_full_spool_is_degraded_and_counted(registry, postgres_url: str, tmp_path: Path, proxy: TcpProxy) -> None:
     env, _ = registry
     proxy.stop()  # the database is away from the start
-    api = start_api(env, tmp_path, _proxied(postgres_url, proxy), INFERENCE_SPOOL_MAX_MB="0.01", INFERENCE_FLUSH_MS="50")
+    api = start_api(
+        env, tmp_path, _proxied(postgres_url, proxy), INFERENCE_SPOOL_MAX_MB="0.01", INFERENCE_FLUSH_MS="50"
+    )
     try:
         assert requests.get(api.url + "/health", timeout=5).json()["status"] == "ok"
         body = json.dumps(_patients(20)).encode()
@@ -269,7 +271,9 @@ def test_feedback_joins_outcomes_to_predictions(registry, postgres_url: str, tmp
         fb = api.url + "/feedback"
         ok = {"request_id": rid, "row": 2, "diabetes": True, "test": "hba1c", "test_date": "2026-01-15"}
         assert requests.post(fb, json=ok, timeout=10).status_code == 200
-        assert requests.post(fb, json={**ok, "row": 0, "diabetes": False, "test": "ogtt"}, timeout=10).status_code == 200
+        assert (
+            requests.post(fb, json={**ok, "row": 0, "diabetes": False, "test": "ogtt"}, timeout=10).status_code == 200
+        )
         again = {**ok, "test": "fasting_glucose"}  # a corrected result replaces the first
         assert requests.post(fb, json=again, timeout=10).status_code == 200
         missing = requests.post(fb, json={**ok, "request_id": "nope"}, timeout=10)
