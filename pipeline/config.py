@@ -101,6 +101,14 @@ class RiskBand(BaseModel):
     color: str = "#777777"
 
 
+class Monitoring(BaseModel):
+    """Drift thresholds of the monitor job (population stability index per feature and for predictions)."""
+
+    model_config = ConfigDict(extra="forbid")
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+
+
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -114,6 +122,7 @@ class DatasetConfig(BaseModel):
     risk_bands: list[RiskBand] = Field(min_length=1)
     # Results published for the same data and split, shown beside ours: {name: {metric: value}}.
     published_baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

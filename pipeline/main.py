@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
-from pipeline import evaluate, registry
+from pipeline import evaluate, reference, registry
 from pipeline.config import ConfigError, DatasetConfig, load_config
 from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
@@ -179,7 +179,7 @@ def train_and_register(
             card.write_text(evaluate.model_card(spec), encoding="utf-8")
             mlflow.log_artifact(str(card))
             model_json = tmp_path / "model.json"
-            model_json.write_text(json.dumps({"spec": spec, "params": params}, indent=1), encoding="utf-8")
+            model_json.write_text(json.dumps({"spec": spec, "params": params, "reference_distributions": reference.distributions(model, X_train)}, indent=1), encoding="utf-8")  # noqa: E501 - one-line hook
             example = split.X_test.head(3).astype({f.name: float for f in config.features if f.type == "numeric"})
             reqs = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
             if any(t["kind"] == "spline" for t in params["terms"]):

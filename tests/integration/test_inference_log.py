@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE_PATIENT
+from tests.conftest import EXAMPLE_PATIENT, ROOT
 from tests.inference_helpers import log_rows, start_api, trained_registry, wait_rows
 from tests.tcp_proxy import TcpProxy
 
@@ -295,3 +295,69 @@ def test_feedback_joins_outcomes_to_predictions(registry, postgres_url: str, tmp
         ).all()
     engine.dispose()
     assert [(j.row, j.diabetes, j.test) for j in joined] == [(0, False, "ogtt"), (2, True, "fasting_glucose")]
+
+
+def _training_patients(n: int, glucose_shift: float, seed: int = 1) -> tuple[list[dict], list[int]]:
+    """``n`` rows drawn from the training data (so unshifted features match the reference), as API patients."""
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "data" / "pima" / "dataset.yaml")
+    df = pd.read_csv(ROOT / "data" / "pima" / "pima_tr2.csv").sample(n, replace=True, random_state=seed)
+    patients = []
+    for _, r in df.iterrows():
+        p = {f.name: (None if pd.isna(r[f.column]) else float(r[f.column])) for f in cfg.features}
+        p["glucosa"] = min(p["glucosa"] + glucose_shift, 400.0)
+        patients.append(p)
+    return patients, (df["type"] == "Yes").astype(int).tolist()
+
+
+def test_monitor_flags_the_shifted_feature_only(registry, postgres_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    env, _ = registry
+    patients, outcomes = _training_patients(1500, glucose_shift=40)
+    api = start_api(env, tmp_path, postgres_url)
+    try:
+        ids = []
+        for start in range(0, len(patients), 250):
+            r = requests.post(api.url + "/predict?contributions=false", json=patients[start : start + 250], timeout=30)
+            assert r.status_code == 200, r.text
+            ids += [(r.json()["request_id"], i) for i in range(len(patients[start : start + 250]))]
+        wait_rows(postgres_url, len(patients))
+        for (rid, row), y in list(zip(ids, outcomes, strict=True))[:300]:
+            fb = {"request_id": rid, "row": row, "diabetes": bool(y), "test": "ogtt", "test_date": "2026-01-15"}
+            assert requests.post(api.url + "/feedback", json=fb, timeout=10).status_code == 200
+    finally:
+        api.stop()
+    child = {k: v for k, v in env.items() if k != "MLFLOW_RUN_ID"}
+    child["APP_DATABASE_URL"] = postgres_url
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local", "-e", "monitor", "-P", "days=30"],
+        cwd=ROOT, env=child, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("diabetes-t2-monitoring")
+    (run,) = client.search_runs([exp.experiment_id])
+    m, tags = run.data.metrics, run.data.tags
+    assert tags["model_version"] == "1" and tags["model_name"] == "diabetes-t2"
+    assert m["prediction_count"] == len(patients)
+    assert m["drift_psi_glucosa"] >= 0.25
+    others = {k: v for k, v in m.items() if k.startswith("drift_psi_") and k != "drift_psi_glucosa"}
+    assert len(others) == 6 and max(others.values()) < 0.1, others
+    assert tags["verdict"] == "alert" and tags["drifted_features"].split(",")[0] == "glucosa"
+    assert "embarazos" not in tags["drifted_features"] and "edad" not in tags["drifted_features"]
+    assert m["drift_pvalue_glucosa"] < 1e-6
+    assert m["missing_rate_pliegue_triceps"] > 0 and m["missing_rate_glucosa"] == 0
+    assert sum(v for k, v in m.items() if k.startswith("risk_level_share_")) == pytest.approx(1.0)
+    assert m["outcome_n"] == 300 and 0.5 < m["outcome_auc"] <= 1
+    assert m["outcome_auc_ci_low"] < m["outcome_auc"] < m["outcome_auc_ci_high"]
+    for k in ("brier", "calibration_slope", "sensitivity", "specificity"):
+        assert m[f"outcome_{k}_ci_low"] <= m[f"outcome_{k}"] <= m[f"outcome_{k}_ci_high"]
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"monitoring_report.html", "monitoring.json"} <= arts
+    html = Path(client.download_artifacts(run.info.run_id, "monitoring_report.html", str(tmp_path))).read_text()
+    assert "glucosa" in html and "alert" in html
