@@ -43,6 +43,7 @@ BLUEPRINT_PATH = REPO_ROOT / "render.yaml"
 LAUNCHER_MODULE = "deploy.mlflow_server"
 
 API, UI, MLFLOW, DB = "diabetes-api", "diabetes-streamlit", "diabetes-mlflow", "diabetes-db"
+MONITOR = "diabetes-monitor"
 
 # The start commands are the contract with the engineers writing pipeline/, serving/ and ui/.
 EXPECTED_START = {
@@ -485,8 +486,10 @@ def test_schema_validation_can_fail(blueprint: Blueprint) -> None:
 
 
 def test_declares_exactly_the_expected_resources(blueprint: Blueprint) -> None:
-    assert sorted(s["name"] for s in services(blueprint)) == sorted([API, UI, MLFLOW])
-    assert all(s["type"] == "web" for s in services(blueprint))
+    assert sorted(s["name"] for s in services(blueprint)) == sorted([API, UI, MLFLOW, MONITOR])
+    assert {s["name"]: s["type"] for s in services(blueprint)} == {API: "web", UI: "web", MLFLOW: "web", MONITOR: "cron"}
+    assert python_module(service(blueprint, MONITOR)["startCommand"]) == "monitoring.monitor"
+    assert module_source("monitoring.monitor") is not None
     assert [d["name"] for d in databases(blueprint)] == [DB]
 
 
@@ -536,7 +539,7 @@ def test_deploy_guide_names_every_resource_and_variable(blueprint: Blueprint, do
     keys = {v["key"] for svc in services(blueprint) for v in env_vars(svc)}
     keys |= {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "RENDER_EXTERNAL_HOSTNAME", "RENDER_SERVICE_NAME"}
     commands = {svc["startCommand"] for svc in services(blueprint)} | {
-        svc["healthCheckPath"] for svc in services(blueprint)
+        svc["healthCheckPath"] for svc in services(blueprint) if "healthCheckPath" in svc
     }
     missing = sorted(item for item in names | keys | commands if f"`{item}`" not in text)
     assert not missing, f"docs/{doc} does not mention {missing}"
