@@ -179,7 +179,7 @@ def train_and_register(
             card.write_text(evaluate.model_card(spec), encoding="utf-8")
             mlflow.log_artifact(str(card))
             model_json = tmp_path / "model.json"
-            model_json.write_text(json.dumps({"spec": spec, "params": params, "reference_distributions": reference.distributions(model, X_train)}, indent=1), encoding="utf-8")  # noqa: E501 - one-line hook
+            model_json.write_text(json.dumps({"spec": spec, "params": params, "reference_distributions": reference.distributions(model, X_train, config.monitoring.model_dump())}, indent=1), encoding="utf-8")  # noqa: E501 - one-line hook
             example = split.X_test.head(3).astype({f.name: float for f in config.features if f.type == "numeric"})
             reqs = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
             if any(t["kind"] == "spline" for t in params["terms"]):

@@ -47,9 +47,10 @@ def categorical_summary(codes: np.ndarray, categories: list[str]) -> dict[str, A
     }
 
 
-def distributions(model: Any, X: np.ndarray) -> dict[str, Any]:
+def distributions(model: Any, X: np.ndarray, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
     """Summaries of the training matrix ``X`` (feature order, categories as codes) and of the model's
-    predictions on it. ``model`` is the compiled RiskModel."""
+    predictions on it. ``model`` is the compiled RiskModel; ``thresholds`` (the dataset config's PSI warn and
+    alert levels) travel with the model so the app's traffic lights match the monitor job's verdict."""
     feats = {}
     for j, f in enumerate(model.features):
         if f["type"] == "categorical":
@@ -64,4 +65,5 @@ def distributions(model: Any, X: np.ndarray) -> dict[str, Any]:
         "features": feats,
         "prediction": numeric_summary(out["probability"]),
         "risk_levels": {k: v / len(X) for k, v in level_counts.items()},
+        "thresholds": thresholds or {"psi_warn": 0.1, "psi_alert": 0.25},
     }

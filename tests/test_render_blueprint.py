@@ -487,9 +487,10 @@ def test_schema_validation_can_fail(blueprint: Blueprint) -> None:
 
 def test_declares_exactly_the_expected_resources(blueprint: Blueprint) -> None:
     assert sorted(s["name"] for s in services(blueprint)) == sorted([API, UI, MLFLOW, MONITOR])
-    assert {s["name"]: s["type"] for s in services(blueprint)} == {API: "web", UI: "web", MLFLOW: "web", MONITOR: "cron"}
-    assert python_module(service(blueprint, MONITOR)["startCommand"]) == "monitoring.monitor"
-    assert module_source("monitoring.monitor") is not None
+    types = {s["name"]: s["type"] for s in services(blueprint)}
+    assert types == {API: "web", UI: "web", MLFLOW: "web", MONITOR: "cron"}
+    assert python_module(service(blueprint, MONITOR)["startCommand"]) == "monitor.job"
+    assert module_source("monitor.job") is not None
     assert [d["name"] for d in databases(blueprint)] == [DB]
 
 

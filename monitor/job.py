@@ -25,8 +25,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
-from monitoring import stats
-from monitoring.report import html_report
+from monitor import stats
+from monitor.report import html_report
 from serving import inference_db
 
 EXPERIMENT = "diabetes-t2-monitoring"
