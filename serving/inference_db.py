@@ -9,6 +9,7 @@ database without the two fighting over the default ``alembic_version`` row.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,17 @@ def make_engine(url: str, *, read_only: bool = False, connect_timeout_s: int = 3
     return sa.create_engine(url, connect_args=args, pool_pre_ping=True, **kw)
 
 
+_migrating = threading.Lock()
+
+
 def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (idempotent; run at API start and before the first write)."""
+    """Bring the schema to the newest revision (idempotent; run at API start and before the first write).
+    One at a time per process: Alembic's ``context`` is module-global, so concurrent runs in threads collide."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    with _migrating:
+        command.upgrade(cfg, "head")

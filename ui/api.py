@@ -92,11 +92,14 @@ def predict(
     """POST /predict with a list of patients; returns the 200 body, raises ApiValidationError on 422."""
     params = {"contributions": "true" if contributions else "false", "lang": lang}
     url = f"{base_url}/predict"
+    # Tells the API's inference log which page scored the rows (batch pages pass a session, the form does not).
+    headers = {"X-Inference-Source": "app-individual" if session is None else "app-batch"}
     if session is None:
-        resp = _request("POST", url, timeout, params=params, json=patients)
+        resp = _request("POST", url, timeout, params=params, json=patients, headers=headers)
     else:  # batch scoring reuses one connection across chunks
         try:
-            resp = session.post(url, params=params, json=patients, timeout=(CONNECT_TIMEOUT_S, timeout))
+            timeouts = (CONNECT_TIMEOUT_S, timeout)
+            resp = session.post(url, params=params, json=patients, headers=headers, timeout=timeouts)
         except requests.RequestException as exc:
             raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
     if resp.status_code == 422:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 ROWS = 100_000
-PAGE_BUDGET_S = 15.0  # from navigation to every panel drawn, on the shared 2-core test machine
+PAGE_BUDGET_S = 30.0  # navigation to every panel drawn, first visit (imports included), on the loaded 2-core test box
 ARTIFACTS = ROOT / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
