@@ -127,14 +127,35 @@ class _Item:
         return out
 
 
+COLUMNS = ("request_id", "row", "ts", "model_name", "model_version", "run_id", "route", "caller", "features",
+           "probability", "label", "risk_level", "latency_ms", "source")  # fmt: skip
+_PG_INSERT = (
+    f"INSERT INTO inference_log ({', '.join(COLUMNS)}) VALUES %s ON CONFLICT (request_id, row) DO NOTHING"
+)
+_PG_TEMPLATE = "(" + ", ".join("%s::jsonb" if c == "features" else "%s" for c in COLUMNS) + ")"
+
+
 def _insert(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
-    """One multi-row INSERT (SQLAlchemy's insertmanyvalues), ignoring rows already present."""
-    table = inference_db.inference_log
+    """One multi-row INSERT per batch, ignoring rows already present (a replay). On Postgres through psycopg2's
+    execute_values (SQLAlchemy's executemany with ON CONFLICT sends one statement per row: too slow here)."""
     if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["request_id", "row"])
+        from psycopg2.extras import execute_values
+
+        values = [tuple(orjson.dumps(r[c]).decode() if c == "features" else r[c] for c in COLUMNS) for r in rows]
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cur:
+                execute_values(cur, _PG_INSERT, values, template=_PG_TEMPLATE, page_size=len(values))
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return
+    from sqlalchemy.dialects.sqlite import insert
+
+    stmt = insert(inference_db.inference_log).on_conflict_do_nothing(index_elements=["request_id", "row"])
     with engine.begin() as conn:
         conn.execute(stmt, rows)
 

