@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import threading
 import time
@@ -94,36 +93,23 @@ class _Item:
     label: Any
     risk_level: Any
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[list[Any]]:
+        """Table rows as lists in COLUMNS order: features already JSON text, the time as ISO text. Plain lists
+        because this runs for every scored row on the writer thread, which shares the GIL with the requests."""
         m = self.model
+        names = m.names
         decode = {j: {code: cat for cat, code in cats.items()} for j, cats in m.categories.items()}
         prob, label, level = self.probability.tolist(), self.label.tolist(), self.risk_level.tolist()
+        ts, dumps = self.ts.isoformat(), orjson.dumps
+        head = [m.name, m.version, m.run_id, self.route, self.caller]
         out = []
         for i, values in enumerate(self.X.tolist()):
-            feats = {}
-            for j, v in enumerate(values):
-                if v is None or (isinstance(v, float) and math.isnan(v)):
-                    feats[m.names[j]] = None
-                else:
-                    feats[m.names[j]] = decode[j].get(v) if j in decode else v
-            out.append(
-                {
-                    "request_id": self.request_id,
-                    "row": i,
-                    "ts": self.ts,
-                    "model_name": m.name,
-                    "model_version": m.version,
-                    "run_id": m.run_id,
-                    "route": self.route,
-                    "caller": self.caller,
-                    "features": feats,
-                    "probability": float(prob[i]),
-                    "label": int(label[i]),
-                    "risk_level": str(level[i]),
-                    "latency_ms": self.latency_ms,
-                    "source": self.source,
-                }
-            )
+            if decode:
+                values = [decode[j].get(v) if j in decode and v == v else v for j, v in enumerate(values)]
+            # NaN (v != v) is "not measured": JSON null
+            feats = dumps({n: (v if v == v else None) for n, v in zip(names, values, strict=True)}).decode()
+            out.append([self.request_id, i, ts, *head, feats, prob[i], int(label[i]), str(level[i]), self.latency_ms,
+                        self.source])  # fmt: skip
         return out
 
 
@@ -132,20 +118,20 @@ COLUMNS = ("request_id", "row", "ts", "model_name", "model_version", "run_id", "
 _PG_INSERT = (
     f"INSERT INTO inference_log ({', '.join(COLUMNS)}) VALUES %s ON CONFLICT (request_id, row) DO NOTHING"
 )
-_PG_TEMPLATE = "(" + ", ".join("%s::jsonb" if c == "features" else "%s" for c in COLUMNS) + ")"
+_PG_TEMPLATE = "(" + ", ".join("%s::jsonb" if c == "features" else "%s::timestamptz" if c == "ts" else "%s"
+                               for c in COLUMNS) + ")"  # fmt: skip
 
 
-def _insert(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+def _insert(engine: sa.Engine, rows: list[list[Any]]) -> None:
     """One multi-row INSERT per batch, ignoring rows already present (a replay). On Postgres through psycopg2's
     execute_values (SQLAlchemy's executemany with ON CONFLICT sends one statement per row: too slow here)."""
     if engine.dialect.name == "postgresql":
         from psycopg2.extras import execute_values
 
-        values = [tuple(orjson.dumps(r[c]).decode() if c == "features" else r[c] for c in COLUMNS) for r in rows]
         raw = engine.raw_connection()
         try:
             with raw.cursor() as cur:
-                execute_values(cur, _PG_INSERT, values, template=_PG_TEMPLATE, page_size=len(values))
+                execute_values(cur, _PG_INSERT, rows, template=_PG_TEMPLATE, page_size=len(rows))
             raw.commit()
         except BaseException:
             raw.rollback()
@@ -155,9 +141,13 @@ def _insert(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
         return
     from sqlalchemy.dialects.sqlite import insert
 
+    dicts = [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+    for d in dicts:
+        d["ts"] = datetime.fromisoformat(d["ts"])
+        d["features"] = orjson.loads(d["features"])
     stmt = insert(inference_db.inference_log).on_conflict_do_nothing(index_elements=["request_id", "row"])
     with engine.begin() as conn:
-        conn.execute(stmt, rows)
+        conn.execute(stmt, dicts)
 
 
 class Writer:
@@ -232,9 +222,9 @@ class Writer:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self._engine is None:
             self._engine = inference_db.make_engine(self.cfg.url, pool_size=1, max_overflow=0)
-        if not self._migrated:
+        if not (self._migrated or _schema_ready):
             inference_db.migrate(self.cfg.url)
-            self._migrated = True
+        self._migrated = True
         _insert(self._engine, rows)
         self.db_ok = True
 
@@ -315,8 +305,6 @@ class Writer:
                 if not line.endswith(b"\n"):
                     break  # a torn last line (killed mid-write) was never acknowledged as spooled
                 rows = orjson.loads(line)
-                for r in rows:
-                    r["ts"] = datetime.fromisoformat(r["ts"])
                 self._write(rows)
                 ROWS.labels("replayed").inc(len(rows))
                 offset += len(line)
@@ -349,6 +337,7 @@ def _alive(pid: int) -> bool:
 
 _config: Config | None = None
 _writer: Writer | None = None
+_schema_ready = False  # set by setup() in the master; forked workers then skip Alembic (and its imports)
 _lock = threading.Lock()
 
 
@@ -366,8 +355,12 @@ def setup() -> None:
     if not cfg.enabled:
         log.info("inference log disabled (INFERENCE_LOG=off)")
         return
+    global _schema_ready
     try:
         inference_db.migrate(cfg.url)
+        _schema_ready = True
+        if cfg.url.startswith("postgresql"):
+            import psycopg2.extras  # noqa: F401 - imported before the fork, so workers share its pages
     except Exception as exc:  # noqa: BLE001 - serving must not depend on the log database being up
         log.warning("inference log database not migrated at start (%s); will retry on first write", type(exc).__name__)
 
