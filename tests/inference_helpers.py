@@ -65,7 +65,9 @@ def start_api(env: dict[str, str], tmp: Path, log_db: str, workers: int = 2, **e
             "MODEL_CACHE_DIR": str(tmp / "cache"),
             "APP_DATABASE_URL": log_db,
             "INFERENCE_SPOOL_DIR": str(tmp / "spool"),
-            "RELOAD_INTERVAL_S": "0",
+            # generous registry bounds: the shared test machine can be slow; a failed first load retries every 2 s
+            "RELOAD_INTERVAL_S": "60",
+            "REGISTRY_TIMEOUT_S": "30",
             **extra,
         }
     )
@@ -79,7 +81,7 @@ def start_api(env: dict[str, str], tmp: Path, log_db: str, workers: int = 2, **e
         start_new_session=True,
     )
     api = Api(proc, port, log)
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
@@ -89,7 +91,7 @@ def start_api(env: dict[str, str], tmp: Path, log_db: str, workers: int = 2, **e
             pass
         time.sleep(0.2)
     api.stop()
-    raise AssertionError(f"API not up within 90 s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"API not up within 180 s:\n{log.read_text()[-3000:]}")
 
 
 def log_rows(url: str) -> list[dict]:

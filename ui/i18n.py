@@ -348,6 +348,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Population stability index (PSI) of each feature against the training data: warning from "
         "{warn}, alert from {alert}. Grey: training; blue: chosen period.",
     },
+    "mon_drift_sample": {
+        "es": "Deriva estimada sobre una muestra aleatoria de {n} de las {total} predicciones.",
+        "en": "Drift estimated on a random sample of {n} of the {total} predictions.",
+    },
     "mon_feature": {"es": "Variable", "en": "Feature"},
     "mon_status": {"es": "Estado", "en": "Status"},
     "mon_missing": {"es": "Valores ausentes (entrenamiento → ahora)", "en": "Missing values (training → now)"},

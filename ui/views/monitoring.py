@@ -53,11 +53,13 @@ def _versions() -> list[tuple[str, str]]:
 def _panels(version: tuple[str, str], start: Any, end: Any, reference: dict[str, Any] | None) -> dict[str, Any]:
     def all_panels(conn: sa.Connection) -> dict[str, Any]:
         where = data.window(version, start, end)
+        daily = data.daily(conn, where)
+        rows = int(daily["predictions"].sum()) if len(daily) else 0
         return {
-            "daily": data.daily(conn, where),
+            "daily": daily,
             "latency": data.latency_percentiles(conn, where),
             "mix": data.risk_mix(conn, where),
-            "drift": data.drift_counts(conn, where, reference) if reference else None,
+            "drift": data.drift_counts(conn, version, start, end, reference, rows) if reference and rows else None,
             "outcomes": data.outcomes(conn, where),
         }
 
@@ -134,6 +136,9 @@ if reference is None:
 else:
     th = reference.get("thresholds") or {"psi_warn": 0.1, "psi_alert": 0.25}
     st.caption(t("mon_drift_help", warn=th["psi_warn"], alert=th["psi_alert"]))
+    sampled = next(iter(panels["drift"].values()))["n"]
+    if sampled < total:
+        st.caption(t("mon_drift_sample", n=f"{sampled:,}", total=f"{total:,}"))
     labels = {f["name"]: f["label"].get(lang, f["name"]) for f in spec.get("features", [])}
     summary, charts = [], []
     for name, ref in reference["features"].items():
