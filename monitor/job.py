@@ -31,6 +31,8 @@ from serving import inference_db
 
 EXPERIMENT = "diabetes-t2-monitoring"
 CHUNK = 20_000
+# Rows read for drift (a random sample above this): keeps the job inside a 512 MB instance at any log size.
+MAX_ROWS = int(os.environ.get("MONITOR_MAX_ROWS") or 200_000)
 
 
 def purge(engine: sa.Engine, retention_days: int) -> int:
@@ -52,49 +54,55 @@ def model_document(name: str, version: str) -> dict[str, Any]:
 
 
 def read_log(engine: sa.Engine, name: str, version: str, since: datetime, features: list[dict[str, Any]]) -> dict:
-    """The window's rows as arrays: feature matrix (categories as codes), probability, risk level, latency,
-    and the confirmed outcome (NaN when none). Fetched in chunks so 1M rows never exist as Python dicts."""
+    """The window, bounded in memory whatever its size: exact counts and risk mix (SQL), every confirmed outcome
+    with its prediction, and for drift the inputs, probabilities and latencies of at most MAX_ROWS rows (a
+    seeded TABLESAMPLE BERNOULLI on Postgres when the window is larger). Rows are fetched in chunks."""
     log_t, out_t = inference_db.inference_log, inference_db.inference_outcome
-    where = (log_t.c.model_name == name) & (log_t.c.model_version == version) & (log_t.c.ts >= since)
+
+    def where(t: Any) -> Any:
+        return (t.c.model_name == name) & (t.c.model_version == version) & (t.c.ts >= since)
+
     names = [f["name"] for f in features]
     codes = {f["name"]: {c: float(i) for i, c in enumerate(f["categories"])} for f in features if f.get("categories")}
     with engine.connect() as conn:
-        n = conn.execute(sa.select(sa.func.count()).select_from(log_t).where(where)).scalar_one()
-        X = np.full((n, len(names)), np.nan)
-        p, lat, y = np.empty(n), np.empty(n), np.full(n, np.nan)
-        level = np.empty(n, dtype=object)
-        joined = log_t.outerjoin(out_t, (out_t.c.request_id == log_t.c.request_id) & (out_t.c.row == log_t.c.row))
-        cols = (log_t.c.features, log_t.c.probability, log_t.c.risk_level, log_t.c.latency_ms, out_t.c.diabetes)
-        q = sa.select(*cols).select_from(joined).where(where)
+        mix = dict(conn.execute(sa.select(log_t.c.risk_level, sa.func.count()).where(where(log_t))
+                                .group_by(log_t.c.risk_level)).all())  # fmt: skip
+        total = int(sum(mix.values()))
+        joined = log_t.join(out_t, (out_t.c.request_id == log_t.c.request_id) & (out_t.c.row == log_t.c.row))
+        q = sa.select(log_t.c.probability, out_t.c.diabetes).select_from(joined).where(where(log_t)).limit(MAX_ROWS)
+        outcomes = np.array(conn.execute(q).all(), dtype=float).reshape(-1, 2)
+        table: Any = log_t
+        if total > MAX_ROWS and engine.dialect.name == "postgresql":
+            table = log_t.tablesample(sa.func.bernoulli(100.0 * MAX_ROWS / total), seed=sa.literal(7))
+        cap = min(total, int(MAX_ROWS * 1.1))  # a Bernoulli sample can come out a little larger than asked
+        X = np.full((cap, len(names)), np.nan)
+        p, lat = np.empty(cap), np.empty(cap)
+        q = sa.select(table.c.features, table.c.probability, table.c.latency_ms).where(where(table)).limit(cap)
         i = 0
-        result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(q)
-        for part in result.partitions():
-            for feats, prob, lvl, ms, dia in part:
-                if i >= n:  # rows logged after the count: left for the next run
-                    break
+        for part in conn.execution_options(stream_results=True, yield_per=CHUNK).execute(q).partitions():
+            for feats, prob, ms in part:
                 if isinstance(feats, str):
                     feats = json.loads(feats)
                 for j, name_ in enumerate(names):
                     v = feats.get(name_)
                     if v is not None:
                         X[i, j] = codes[name_].get(v, np.nan) if name_ in codes else float(v)
-                p[i], level[i], lat[i] = prob, lvl, ms
-                if dia is not None:
-                    y[i] = float(dia)
+                p[i], lat[i] = prob, ms
                 i += 1
-    return {"X": X[:i], "p": p[:i], "level": level[:i], "latency": lat[:i], "y": y[:i]}
+    return {"total": total, "mix": mix, "X": X[:i], "p": p[:i], "latency": lat[:i],
+            "p_outcome": outcomes[:, 0], "y_outcome": outcomes[:, 1]}  # fmt: skip
 
 
 def analyse(doc: dict[str, Any], data: dict[str, Any], warn: float, alert: float) -> dict[str, Any]:
     ref = doc["reference_distributions"]
     spec = doc["spec"]
-    n = len(data["p"])
-    metrics: dict[str, float] = {"prediction_count": n}
+    n = data["total"]
+    metrics: dict[str, float] = {"prediction_count": n, "drift_sample_rows": len(data["p"])}
     details: dict[str, Any] = {}
     if n == 0:
         return {"metrics": metrics, "verdict": "no-data", "flagged": [], "features": {}, "prediction": None}
     for b in spec["risk_bands"]:
-        metrics[f"risk_level_share_{b['name']}"] = float(np.mean(data["level"] == b["name"]))
+        metrics[f"risk_level_share_{b['name']}"] = data["mix"].get(b["name"], 0) / n
     psis = {}
     for j, f in enumerate(spec["features"]):
         d = stats.feature_drift(ref["features"][f["name"]], data["X"][:, j])
@@ -108,8 +116,7 @@ def analyse(doc: dict[str, Any], data: dict[str, Any], warn: float, alert: float
     metrics["prediction_drift_pvalue"] = pred["pvalue"]
     metrics["prediction_mean"] = float(np.mean(data["p"]))
     metrics["latency_p50_ms"], metrics["latency_p95_ms"] = map(float, np.percentile(data["latency"], [50, 95]))
-    known = ~np.isnan(data["y"])
-    metrics.update(stats.outcome_metrics(data["y"][known], data["p"][known], float(spec["threshold"])))
+    metrics.update(stats.outcome_metrics(data["y_outcome"], data["p_outcome"], float(spec["threshold"])))
     verdict, flagged = stats.verdict({**psis, "prediction": pred["psi"]}, warn, alert)
     return {"metrics": metrics, "verdict": verdict, "flagged": flagged, "features": details, "prediction": pred}
 
