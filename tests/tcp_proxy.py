@@ -27,11 +27,11 @@ class TcpProxy:
 
     def stop(self) -> None:
         """Refuse new connections and cut every open one, as a database going away does."""
-        ls, self._listener = self._listener, None
+        with self._lock:
+            ls, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
         if ls is not None:
             ls.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
         for c in conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)
@@ -52,6 +52,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not ls:  # stopped while this connection was being set up: cut it too
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
