@@ -289,6 +289,29 @@ def auth_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prepare_registry(tracking_uri: str, tmp: Path) -> tuple[dict[str, str], str, list[dict[str, Any]]]:
+    """A child environment pointing at ``tracking_uri`` (or at a model trained into ``tmp`` when empty), the
+    champion's version and its feature spec."""
+    base_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MLFLOW_TRACKING_HOSTPORT", "PORT")}
+    drop = ("PROMETHEUS_", "MLFLOW_SCORING", "INFERENCE_", "APP_DATABASE")
+    base_env = {k: v for k, v in base_env.items() if not k.startswith(drop)}
+    base_env["PYTHONPATH"] = str(ROOT)
+    base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}"
+    uri = tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"
+    base_env["MLFLOW_TRACKING_URI"] = uri
+    if not tracking_uri:
+        print("training a model into a throwaway registry…", flush=True)
+        env = {**base_env, "MLFLOW_ARTIFACT_ROOT": (tmp / "artifacts").as_uri()}
+        subprocess.run([sys.executable, "-m", "pipeline.main"], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion").version
+    spec = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model().spec["features"]
+    return base_env, version, spec
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracking-uri", default="", help="registry with diabetes-t2@champion (default: train one)")
@@ -300,22 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
-    base_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MLFLOW_TRACKING_HOSTPORT", "PORT")}
-    base_env = {k: v for k, v in base_env.items() if not k.startswith(("PROMETHEUS_", "MLFLOW_SCORING"))}
-    base_env["PYTHONPATH"] = str(ROOT)
-    base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}"
-    uri = args.tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"
-    base_env["MLFLOW_TRACKING_URI"] = uri
-    if not args.tracking_uri:
-        print("training a model into a throwaway registry…", flush=True)
-        env = {**base_env, "MLFLOW_ARTIFACT_ROOT": (tmp / "artifacts").as_uri()}
-        subprocess.run([sys.executable, "-m", "pipeline.main"], cwd=ROOT, env=env, check=True, capture_output=True)
-
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion").version
-    spec = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model().spec["features"]
+    base_env, version, spec = prepare_registry(args.tracking_uri, tmp)
     bodies = {n: payload(n, spec) for n in ROWS}
 
     print("--- authentication off vs on (1 worker each, alternating)", flush=True)

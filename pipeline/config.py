@@ -132,6 +132,14 @@ class External(BaseModel):
     description: str = ""
 
 
+class Monitoring(BaseModel):
+    """Drift thresholds of the monitor job (population stability index per feature and for predictions)."""
+
+    model_config = ConfigDict(extra="forbid")
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+
+
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -148,6 +156,7 @@ class DatasetConfig(BaseModel):
     # Performance by subgroup (numeric bands here; every categorical feature is added automatically).
     subgroups: list[Subgroup] = Field(default_factory=list)
     external: list[External] = Field(default_factory=list)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

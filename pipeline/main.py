@@ -26,7 +26,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from common.backend import PROJECT_ROOT, is_tracking_server, redact
-from pipeline import evaluate, package, registry
+from pipeline import evaluate, package, reference, registry
 from pipeline.config import CV_FOLDS, CV_REPEATS, MAX_AUC_DROP, MIN_AUC, SEED, ConfigError, DatasetConfig, load_config
 from pipeline.data import Split, check_cv, load_split
 from pipeline.risk_model import RiskModel
@@ -142,7 +142,9 @@ def log(inputs: Inputs, trained: Trained, evaluated: Evaluated) -> str:
         for f in evaluate.plots(split.y_test, evaluated.p_test, threshold, curves, Path(tmp) / "plots"):
             mlflow.log_artifact(str(f), "plots")
     card = evaluate.model_card(trained.spec)
-    return package.log_pyfunc(inputs.config, split.X_test, trained.spec, trained.params, card).model_uri
+    # The training distributions the monitor job compares live traffic with (stored inside the model).
+    ref = reference.distributions(trained.model, trained.X_train, inputs.config.monitoring.model_dump())
+    return package.log_pyfunc(inputs.config, trained.spec, trained.params, card, ref).model_uri
 
 
 def version_tags(split: Split, spec: dict[str, Any], run_id: str, m: dict[str, float]) -> dict[str, str]:

@@ -102,14 +102,17 @@ def pip_requirements(params: dict[str, Any]) -> list[str]:
     return reqs
 
 
-def log_pyfunc(config: DatasetConfig, X_example: pd.DataFrame, spec: dict[str, Any], params: dict[str, Any],
-               card: str) -> ModelInfo:  # fmt: skip
+def log_pyfunc(config: DatasetConfig, spec: dict[str, Any], params: dict[str, Any], card: str,
+               reference_distributions: dict[str, Any] | None = None) -> ModelInfo:  # fmt: skip
     """Log the model into the active run: risk_model.py as code, model.json and the card as artifacts."""
     with tempfile.TemporaryDirectory() as tmp:
         card_path, model_json = Path(tmp) / "model_card.md", Path(tmp) / "model.json"
         card_path.write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(card_path))
-        model_json.write_text(json.dumps({"spec": spec, "params": params}, indent=1), encoding="utf-8")
+        doc: dict[str, Any] = {"spec": spec, "params": params}
+        if reference_distributions is not None:  # what the monitor job compares live traffic with
+            doc["reference_distributions"] = reference_distributions
+        model_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
         example = synthetic.input_example(config)  # never a training or test row (real patients)
         return mlflow.pyfunc.log_model(
             name="model",

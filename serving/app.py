@@ -23,10 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from common.validation import FeatureRules
-from serving import auth, metrics, openapi, security_headers
+from serving import auth, feedback, inference_log, metrics, openapi, security_headers
 from serving.deps import JSON, request_id
 from serving.errors import InputError, error_doc
 from serving.model_store import ModelStore, ServedModel
+from serving.request_log import RequestLogMiddleware
 from serving.routes import mount
 from serving.schemas import LANGS, entry, problem_entries
 from serving.settings import Settings
@@ -126,6 +127,7 @@ def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None
             metrics.set_model_version(store.current.name, store.current.version)
         yield
         store.stop_watcher()
+        inference_log.shutdown()  # a graceful stop flushes this worker's batch
 
     app = FastAPI(
         title="Type-2 diabetes risk API",
@@ -142,10 +144,15 @@ def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None
     app.state.worker_started = False
     app.state.docs_html = DOCS_HTML
     paths = mount(app)
+    # Outcomes for the inference log (serving/feedback.py): its own scope, a plain handler guarded here.
+    app.add_route("/feedback", auth.protect(feedback.feedback, "feedback"), methods=["POST"])
+    paths.append("/feedback")
     app.state.openapi_without_model = lambda: openapi.document(app, None, settings)
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, bad_query)
+    app.add_middleware(RequestLogMiddleware, routes=set(paths), store=store)
     app.add_middleware(metrics.MetricsMiddleware, routes=set(paths))
+    inference_log.setup()  # in the gunicorn master: tables created or migrated once, before workers fork
     auth.install(app, settings.host, env)
     security_headers.install(app, env)
 

@@ -21,7 +21,7 @@ from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import request_response as starlette_request_response
 
-from serving import auth, decode, deps, metrics, strict
+from serving import auth, decode, deps, inference_log, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
 from serving.errors import Deadline, InputError
 from serving.mlflow_adapter import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPES
@@ -121,8 +121,16 @@ async def invocations(request: Request) -> Response:
     out = model.risk.predict_matrix(X, **flags)
     dl.check()
     metrics.count_levels(out["risk_level"])
+    rid = deps.request_id(request)
+    inference_log.record(request, model, "/invocations", rid, X, out, caller=_caller(request))
     payload = orjson.dumps({"predictions": strict.as_records(out)})
-    return Response(payload, media_type=JSON, headers={"x-request-id": deps.request_id(request)})
+    return Response(payload, media_type=JSON, headers={"x-request-id": rid})
+
+
+def _caller(request: Request) -> str:
+    """Who scored, for the inference log: the credential's name (never the credential itself)."""
+    principal = getattr(request.state, "principal", None)
+    return principal.name if principal is not None else "anonymous"
 
 
 def _frame(bad: strict.Collector, media: str, data: bytes, s: Settings) -> Any:
@@ -186,6 +194,7 @@ async def predict(
     out = model.risk.predict_matrix(X, contributions=contributions, interval=interval)
     dl.check()
     metrics.count_levels(out["risk_level"])
+    inference_log.record(request, model, "/predict", rid, X, out, caller=_caller(request))
     doc = {
         "request_id": rid,
         "model": {"name": model.name, "version": model.version},
@@ -229,7 +238,7 @@ ops_router = APIRouter(tags=["Operations"])
 
 @ops_router.get("/health", response_model=Health, responses=_errors(Health, 503), summary="ok, degraded or down")
 async def health(request: Request) -> Response:
-    doc = request.app.state.store.health()
+    doc = inference_log.apply_health(request.app.state.store.health())
     return Response(orjson.dumps(doc), status_code=503 if doc["status"] == "down" else 200, media_type=JSON)
 
 

@@ -49,9 +49,10 @@ def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _request(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
+def _request(method: str, url: str, timeout: float, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    headers = {**(headers or {}), **_auth()}
     try:
-        return requests.request(method, url, timeout=(CONNECT_TIMEOUT_S, timeout), headers=_auth(), **kwargs)
+        return requests.request(method, url, timeout=(CONNECT_TIMEOUT_S, timeout), headers=headers, **kwargs)
     except requests.RequestException as exc:
         # Only the exception class: a message could carry request details we do not want in the UI.
         raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
@@ -104,13 +105,14 @@ def predict(
     if interval:  # 90 % bootstrap interval per patient (probability_low / probability_high)
         params["interval"] = "true"
     url = f"{base_url}/predict"
+    # Tells the API's inference log which page scored the rows (batch pages pass a session, the form does not).
+    headers = {"X-Inference-Source": "app-individual" if session is None else "app-batch", **_auth()}
     if session is None:
-        resp = _request("POST", url, timeout, params=params, json=patients)
+        resp = _request("POST", url, timeout, params=params, json=patients, headers=headers)
     else:  # batch scoring reuses one connection across chunks
         try:
-            resp = session.post(
-                url, params=params, json=patients, headers=_auth(), timeout=(CONNECT_TIMEOUT_S, timeout)
-            )
+            timeouts = (CONNECT_TIMEOUT_S, timeout)
+            resp = session.post(url, params=params, json=patients, headers=headers, timeout=timeouts)
         except requests.RequestException as exc:
             raise ApiUnavailable(f"{type(exc).__name__} calling {url}") from exc
     if resp.status_code == 422:

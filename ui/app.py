@@ -44,6 +44,7 @@ PAGES = [
     st.Page("views/individual.py", title=t("nav_individual"), icon=":material/person:", url_path="", default=True),
     st.Page("views/batch.py", title=t("nav_batch"), icon=":material/table_view:", url_path="lotes"),
     st.Page("views/model.py", title=t("nav_model"), icon=":material/description:", url_path="modelo"),
+    st.Page("views/monitoring.py", title=t("nav_monitoring"), icon=":material/monitoring:", url_path="monitorizacion"),
 ]
 
 

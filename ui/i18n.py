@@ -400,6 +400,90 @@ STRINGS: dict[str, dict[str, str]] = {
         "- Optional inputs that were not measured are imputed with the training median, which adds "
         "uncertainty.",
     },
+    "full_card": {
+        "es": "Ficha completa registrada (en inglés)",
+        "en": "Full registered model card",
+    },
+    # ---- monitoring page ----
+    "nav_monitoring": {"es": "Monitorización", "en": "Monitoring"},
+    "mon_title": {"es": "Monitorización del modelo", "en": "Model monitoring"},
+    "mon_intro": {
+        "es": "Lo que el modelo ha respondido, según el registro de predicciones: volumen, latencia, niveles de "
+        "riesgo, deriva de los datos respecto al entrenamiento y rendimiento frente a diagnósticos confirmados.",
+        "en": "What the model has answered, from the prediction log: volume, latency, risk levels, data drift "
+        "against the training data and performance against confirmed diagnoses.",
+    },
+    "mon_db_down": {
+        "es": "No se puede leer el registro de predicciones ({url}). Avise al equipo técnico.",
+        "en": "The prediction log ({url}) cannot be read. Tell the technical team.",
+    },
+    "mon_empty": {
+        "es": "Todavía no hay predicciones registradas.",
+        "en": "No predictions have been logged yet.",
+    },
+    "mon_version": {"es": "Versión del modelo", "en": "Model version"},
+    "mon_dates": {"es": "Periodo (UTC)", "en": "Period (UTC)"},
+    "mon_pick_range": {
+        "es": "Elija la fecha de inicio y la de fin.",
+        "en": "Pick a start and an end date.",
+    },
+    "mon_no_rows": {
+        "es": "No hay predicciones de esta versión en el periodo elegido.",
+        "en": "No predictions of this version in the chosen period.",
+    },
+    "mon_predictions": {"es": "Predicciones", "en": "Predictions"},
+    "mon_latency_p50_p95": {"es": "Latencia p50 / p95", "en": "Latency p50 / p95"},
+    "mon_latency_mean": {"es": "Latencia media", "en": "Mean latency"},
+    "mon_outcomes": {"es": "Diagnósticos confirmados", "en": "Confirmed outcomes"},
+    "mon_volume": {"es": "Predicciones por día", "en": "Predictions per day"},
+    "mon_latency": {"es": "Latencia media por día", "en": "Mean latency per day"},
+    "mon_latency_ms": {"es": "Latencia (ms)", "en": "Latency (ms)"},
+    "mon_risk_mix": {"es": "Niveles de riesgo", "en": "Risk levels"},
+    "mon_share_now": {"es": "Periodo elegido", "en": "Chosen period"},
+    "mon_share_ref": {"es": "Entrenamiento", "en": "Training"},
+    "mon_drift": {"es": "Deriva de los datos de entrada", "en": "Input data drift"},
+    "mon_no_reference": {
+        "es": "Esta versión se entrenó sin distribuciones de referencia: vuelva a entrenarla para ver la deriva.",
+        "en": "This version was trained without reference distributions: retrain it to see drift.",
+    },
+    "mon_drift_help": {
+        "es": "Índice de estabilidad poblacional (PSI) de cada variable frente a los datos de entrenamiento: "
+        "aviso desde {warn}, alerta desde {alert}. Gris: entrenamiento; azul: periodo elegido.",
+        "en": "Population stability index (PSI) of each feature against the training data: warning from "
+        "{warn}, alert from {alert}. Grey: training; blue: chosen period.",
+    },
+    "mon_drift_sample": {
+        "es": "Deriva estimada sobre una muestra aleatoria de {n} de las {total} predicciones.",
+        "en": "Drift estimated on a random sample of {n} of the {total} predictions.",
+    },
+    "mon_feature": {"es": "Variable", "en": "Feature"},
+    "mon_status": {"es": "Estado", "en": "Status"},
+    "mon_missing": {"es": "Valores ausentes (entrenamiento → ahora)", "en": "Missing values (training → now)"},
+    "mon_level_ok": {"es": "estable", "en": "stable"},
+    "mon_level_warn": {"es": "aviso", "en": "warning"},
+    "mon_level_alert": {"es": "alerta", "en": "alert"},
+    "mon_reference": {"es": "Entrenamiento", "en": "Training"},
+    "mon_current": {"es": "Periodo elegido", "en": "Chosen period"},
+    "mon_performance": {
+        "es": "Rendimiento frente a diagnósticos confirmados",
+        "en": "Performance on confirmed outcomes",
+    },
+    "mon_no_outcomes": {
+        "es": "Aún no hay diagnósticos confirmados para este periodo (se envían a POST /feedback).",
+        "en": "No confirmed outcomes for this period yet (they are sent to POST /feedback).",
+    },
+    "mon_outcomes_n": {
+        "es": "Basado en {n} diagnósticos confirmados ({positives} con diabetes). Intervalos de confianza al 95 %.",
+        "en": "Based on {n} confirmed outcomes ({positives} with diabetes). 95 % confidence intervals.",
+    },
+    "mon_metric": {"es": "Métrica", "en": "Metric"},
+    "mon_value": {"es": "Valor", "en": "Value"},
+    "mon_ci": {"es": "IC 95 %", "en": "95 % CI"},
+    "mon_metric_auc": {"es": "AUC ROC", "en": "ROC AUC"},
+    "mon_metric_brier": {"es": "Brier", "en": "Brier"},
+    "mon_metric_calibration_slope": {"es": "Pendiente de calibración", "en": "Calibration slope"},
+    "mon_metric_sensitivity": {"es": "Sensibilidad", "en": "Sensitivity"},
+    "mon_metric_specificity": {"es": "Especificidad", "en": "Specificity"},
 }
 
 # Units as the feature spec writes them (plain strings, not localised there) -> how to show them.

@@ -102,6 +102,14 @@ def run_artifact(uri: str, run_id: str, path: str) -> bytes | None:
 def model_spec(uri: str, name: str, version: str) -> dict[str, Any] | None:
     """The spec stored inside a registered version (features, bands, metrics, published baselines), read as a
     file (the pyfunc artifact ``model.json``) so the model itself is never loaded; None if absent."""
+    doc = model_document(uri, name, version)
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    return spec if isinstance(spec, dict) else None
+
+
+@st.cache_data(ttl=ARTIFACT_TTL_S, show_spinner=False, max_entries=32)
+def model_document(uri: str, name: str, version: str) -> dict[str, Any] | None:
+    """A registered version's whole ``model.json`` (spec, parameters, reference distributions); None if absent."""
     import json
 
     try:
@@ -117,5 +125,4 @@ def model_spec(uri: str, name: str, version: str) -> dict[str, Any] | None:
             doc = json.loads(Path(local).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - an older or foreign model layout: the page falls back to /model/info
         return None
-    spec = doc.get("spec") if isinstance(doc, dict) else None
-    return spec if isinstance(spec, dict) else None
+    return doc if isinstance(doc, dict) else None

@@ -47,6 +47,7 @@ BLUEPRINT_PATH = REPO_ROOT / "render.yaml"
 LAUNCHER_MODULE = "deploy.mlflow_server"
 
 API, UI, MLFLOW, DB = "diabetes-api", "diabetes-streamlit", "diabetes-mlflow", "diabetes-db"
+MONITOR = "diabetes-monitor"
 
 # The start commands are the contract with the engineers writing pipeline/, serving/ and ui/.
 EXPECTED_START = {
@@ -69,7 +70,9 @@ EXPECTED_ENV = {
 OWN_MLFLOW_PASSWORD = {API: "MLFLOW_API_PASSWORD", UI: "MLFLOW_APP_PASSWORD"}
 BOOTSTRAP_COPY = (API, "MLFLOW_BOOTSTRAP_PASSWORD", "MLFLOW_TRAINER_PASSWORD")
 SIGNING_KEY_HOLDER = API
-DATABASE_HOLDERS = {MLFLOW, API}  # the registry's store; the API only for bootstrap's advisory lock
+# The registry's store; the API for bootstrap's advisory lock, its keys and the inference log; the app for clinician
+# logins and the monitoring page; the monitor job for the inference log.
+DATABASE_HOLDERS = {MLFLOW, API, UI, MONITOR}
 # What each long-running command serves as a health endpoint.
 #   python -m serving             -> the FastAPI app's /health (serving's own tests check the route)
 #   streamlit run                 -> Streamlit's built-in /_stcore/health
@@ -598,8 +601,12 @@ def test_schema_validation_can_fail(blueprint: Blueprint) -> None:
 
 def test_declares_exactly_the_expected_resources(blueprint: Blueprint) -> None:
     assert sorted(s["name"] for s in web_services(blueprint)) == sorted([API, UI, MLFLOW])
-    others = [(s["type"], s["name"], s["ipAllowList"]) for s in services(blueprint) if s["type"] != "web"]
-    assert others == [("keyvalue", "diabetes-ratelimit", [])]  # shared rate-limit counters, private network only
+    others = {s["name"]: s["type"] for s in services(blueprint) if s["type"] != "web"}
+    assert others == {"diabetes-ratelimit": "keyvalue", MONITOR: "cron"}
+    kv = next(s for s in services(blueprint) if s["type"] == "keyvalue")
+    assert kv["ipAllowList"] == []  # shared rate-limit counters, private network only
+    assert python_module(service(blueprint, MONITOR)["startCommand"]) == "monitor.job"
+    assert module_source("monitor.job") is not None
     assert [d["name"] for d in databases(blueprint)] == [DB]
 
 
@@ -652,8 +659,9 @@ def test_deploy_guide_names_every_resource_and_variable(blueprint: Blueprint, do
     keys |= {v["key"] for grp in blueprint.get("envVarGroups") or [] for v in grp["envVars"]}
     names |= {grp["name"] for grp in blueprint.get("envVarGroups") or []}
     keys |= {"MLFLOW_ALLOWED_HOSTS", "MLFLOW_CORS_ALLOWED_ORIGINS", "RENDER_EXTERNAL_HOSTNAME", "RENDER_SERVICE_NAME"}
-    commands = {svc["startCommand"] for svc in web_services(blueprint)} | {
-        svc["healthCheckPath"] for svc in web_services(blueprint)
+    started = [svc for svc in services(blueprint) if "startCommand" in svc]
+    commands = {svc["startCommand"] for svc in started} | {
+        svc["healthCheckPath"] for svc in started if "healthCheckPath" in svc
     }
     missing = sorted(item for item in names | keys | commands if f"`{item}`" not in text)
     assert not missing, f"docs/{doc} does not mention {missing}"
@@ -804,8 +812,9 @@ MUTATIONS: list[tuple[str, Callable[[Blueprint], None], Callable[[Blueprint], li
         envVarKey="MLFLOW_API_PASSWORD"), check_least_privilege, "must copy"),
     ("trainer-password-on-ui", _add_env(_ui, {"key": "MLFLOW_BOOTSTRAP_PASSWORD", "fromService": {
         "type": "web", "name": MLFLOW, "envVarKey": "MLFLOW_TRAINER_PASSWORD"}}), check_least_privilege, "trainer"),
-    ("database-on-ui", _add_env(_ui, {"key": "DATABASE_URL", "fromDatabase": {"name": DB, "property":
-                                                                              "connectionString"}}),
+    # The app now holds the database (logins, monitoring page): the rate-limit store is the service that must not.
+    ("database-on-keyvalue", lambda bp: next(s for s in bp["services"] if s["type"] == "keyvalue").setdefault(
+        "envVars", []).append({"key": "DATABASE_URL", "fromDatabase": {"name": DB, "property": "connectionString"}}),
      check_least_privilege, "does not use"),
     ("mlflow-without-auth", lambda bp: _mlflow(bp).update(
         envVars=[v for v in _mlflow(bp)["envVars"] if v["key"] != "MLFLOW_AUTH_ADMIN_PASSWORD"]),

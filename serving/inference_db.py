@@ -1,0 +1,100 @@
+"""The API's own database: the inference log (every scored row) and the outcomes confirmed later.
+
+Which database: ``APP_DATABASE_URL``, else ``DATABASE_URL``, else a git-ignored SQLite file in the project
+(``.inference.db``). The schema is owned by Alembic (``serving/migrations``) with its OWN version table,
+``inference_alembic_version``, so other parts of the API can keep their own migration history in the same
+database without the two fighting over the default ``alembic_version`` row.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from common.backend import PROJECT_ROOT, normalize_database_url
+
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / ".inference.db"
+VERSION_TABLE = "inference_alembic_version"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Interfaces other tools rely on (issue 9): table and column names are fixed.
+SOURCES = ("api", "app-individual", "app-batch", "batch")
+TESTS = ("hba1c", "fasting_glucose", "ogtt")
+
+metadata = sa.MetaData()
+_json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+inference_log = sa.Table(
+    "inference_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("row", sa.Integer, nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("route", sa.String(32), nullable=False),
+    sa.Column("caller", sa.String(200), nullable=False),
+    sa.Column("features", _json, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("label", sa.SmallInteger, nullable=False),
+    sa.Column("risk_level", sa.String(32), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.UniqueConstraint("request_id", "row", name="uq_inference_log_request_row"),
+)
+
+inference_outcome = sa.Table(
+    "inference_outcome",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("row", sa.Integer, primary_key=True),
+    sa.Column("diabetes", sa.Boolean, nullable=False),
+    sa.Column("test", sa.String(32), nullable=False),
+    sa.Column("test_date", sa.Date, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("caller", sa.String(200), nullable=False),
+)
+
+
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    url = env.get("APP_DATABASE_URL") or env.get("DATABASE_URL")
+    return normalize_database_url(url) if url else f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def make_engine(url: str, *, read_only: bool = False, connect_timeout_s: int = 3, **kw: Any) -> sa.Engine:
+    """An engine that gives up quickly when the database is unreachable (the writer spools instead of
+    waiting), and, when ``read_only``, cannot write (the monitoring page)."""
+    if url.startswith("sqlite"):
+        if read_only:
+            path = url.split("///", 1)[1]
+            return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", **kw)
+        return sa.create_engine(url, connect_args={"timeout": connect_timeout_s}, **kw)
+    args: dict[str, Any] = {"connect_timeout": connect_timeout_s}
+    if read_only:
+        args["options"] = "-c default_transaction_read_only=on"
+    return sa.create_engine(url, connect_args=args, pool_pre_ping=True, **kw)
+
+
+_migrating = threading.Lock()
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest revision (idempotent; run at API start and before the first write).
+    One at a time per process: Alembic's ``context`` is module-global, so concurrent runs in threads collide."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    with _migrating:
+        command.upgrade(cfg, "head")

@@ -1,0 +1,132 @@
+"""Fast, in-process checks of the inference log writer (on SQLite) and of the drift statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from monitor import stats
+from pipeline.reference import categorical_summary, numeric_summary
+from serving.inference_log import Config, Writer, _Item
+
+MODEL = SimpleNamespace(
+    name="m", version="3", run_id="r" * 32, names=["glucosa", "sexo"], categories={1: {"F": 0.0, "M": 1.0}}
+)
+
+
+def _item(rid: str, n: int) -> _Item:
+    X = np.array([[100.0 + i, float(i % 2)] for i in range(n)])
+    X[0, 0] = np.nan
+    p = np.linspace(0.1, 0.9, n)
+    return _Item(datetime.now(UTC), rid, "/predict", "api", "anonymous", 1.5, MODEL, X, p, (p >= 0.5).astype(int),
+                 np.array(["low"] * n, dtype=object))  # fmt: skip
+
+
+def _cfg(tmp: Path, url: str, **kw: object) -> Config:
+    base = Config(True, url, tmp / "spool", batch_rows=500, flush_s=0.05, spool_max_bytes=10**7, queue_max_rows=10**5)
+    return dataclasses.replace(base, **kw)
+
+
+def _rows(url: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        out = conn.execute(sa.text("SELECT request_id, row, features FROM inference_log ORDER BY id")).all()
+    engine.dispose()
+    return out
+
+
+@pytest.mark.slow  # Alembic migration and a writer thread per test: a few seconds
+def test_rows_hold_the_model_input_with_categories_decoded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    w = Writer(_cfg(tmp_path, url))
+    w.submit(_item("a", 3))
+    w.close()
+    rows = _rows(url)
+    assert [(r[0], r[1]) for r in rows] == [("a", 0), ("a", 1), ("a", 2)]
+    assert '"glucosa": null' in rows[0][2] and '"sexo": "M"' in rows[1][2]
+
+
+@pytest.mark.slow  # Alembic migration and a writer thread per test: a few seconds
+def test_unreachable_database_spools_then_replays_exactly_once(tmp_path: Path) -> None:
+    good = f"sqlite:///{tmp_path / 'log.db'}"
+    bad = f"sqlite:///{tmp_path / 'missing-dir' / 'log.db'}"  # a directory that does not exist: cannot connect
+    w = Writer(_cfg(tmp_path, bad))
+    for k in range(5):
+        w.submit(_item(f"r{k}", 4))
+    w.close()
+    assert w.spool.exists() and _rows_in_spool(w.spool) == 20
+    # A torn last line (killed mid-write) is ignored; the restarted worker (same process: same spool) replays.
+    with open(w.spool, "ab") as fh:
+        fh.write(b'[{"request_id": "torn"')
+    saved = w.spool.read_bytes()
+    for _ in range(2):  # the second time, the same spool again: a replay interrupted before the file was deleted
+        w.spool.write_bytes(saved)
+        w2 = Writer(_cfg(tmp_path, good))
+        _wait(lambda: not w.spool.exists())  # same process, same spool path
+        w2.close()
+    rows = _rows(good)
+    assert len(rows) == 20 and len({(r[0], r[1]) for r in rows}) == 20
+    assert not w.spool.exists()
+
+
+def _wait(cond: object, timeout_s: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.02)
+
+
+def _rows_in_spool(path: Path) -> int:
+    import orjson
+
+    return sum(len(orjson.loads(line)) for line in path.read_bytes().splitlines() if line)
+
+
+@pytest.mark.slow  # Alembic migration and a writer thread per test: a few seconds
+def test_full_spool_drops_and_marks(tmp_path: Path) -> None:
+    bad = f"sqlite:///{tmp_path / 'missing-dir' / 'log.db'}"
+    w = Writer(_cfg(tmp_path, bad, spool_max_bytes=2000))
+    for k in range(10):  # one batch per request: some fit in the spool, the rest are dropped
+        w.submit(_item(f"r{k}", 5))
+        _wait(lambda k=k: (w.spool.exists() and _rows_in_spool(w.spool) + w.dropped == 5 * (k + 1)))
+    w.close()
+    assert w.dropped > 0 and _rows_in_spool(w.spool) > 0 and _rows_in_spool(w.spool) + w.dropped == 50
+    assert (tmp_path / "spool" / f"FULL-{w.pid}").exists()
+
+
+def test_psi_zero_for_the_reference_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(120, 30, 5000)
+    ref = numeric_summary(train)
+    assert sum(ref["proportions"]) == pytest.approx(1)
+    same = stats.feature_drift(ref, rng.normal(120, 30, 5000))
+    shifted = stats.feature_drift(ref, rng.normal(160, 30, 5000))
+    assert same["psi"] < 0.02 and same["pvalue"] > 0.001
+    assert shifted["psi"] > 0.25 and shifted["pvalue"] < 1e-10
+    assert stats.verdict({"a": same["psi"], "b": shifted["psi"]}, 0.1, 0.25) == ("alert", ["b"])
+
+
+def test_categorical_drift_uses_chi_square() -> None:
+    ref = categorical_summary(np.array([0.0] * 50 + [1.0] * 50), ["F", "M"])
+    d = stats.feature_drift(ref, np.array([0.0] * 90 + [1.0] * 10 + [np.nan] * 5))
+    assert d["test"] == "chi2" and d["pvalue"] < 1e-6 and d["psi"] > 0.25
+    assert d["missing_rate"] == pytest.approx(5 / 105)
+
+
+def test_calibration_slope_matches_scikit_learn() -> None:
+    from pipeline.evaluate import calibration_intercept_slope
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.02, 0.98, 1500)
+    y = (rng.uniform(size=1500) < p**1.4).astype(int)
+    slope, se = stats.calibration_slope(y, p)
+    assert slope == pytest.approx(calibration_intercept_slope(y, p)[1], abs=2e-3) and 0 < se < 0.2
+    m = stats.outcome_metrics(y, p, 0.5, boot=100)
+    assert m["outcome_n"] == 1500 and m["outcome_auc_ci_low"] < m["outcome_auc"] < m["outcome_auc_ci_high"]
