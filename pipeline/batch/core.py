@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -203,8 +203,12 @@ class Tally:
 
     def add(self, reasons: Iterable[str], rows: int) -> None:
         """Count a chunk of ``rows`` rows; ``reasons`` holds the error text of its invalid rows only."""
+        self.add_counts(Counter(reasons), rows)
+
+    def add_counts(self, counts: Mapping[str, int], rows: int) -> None:
+        """Count ``rows`` rows of which ``counts[text]`` carry the error ``text``."""
         self.rows += rows
-        for text, count in Counter(reasons).items():
+        for text, count in counts.items():
             self.invalid += count
             for reason in text.split("; "):
                 self.reasons[reason] += count
