@@ -46,11 +46,12 @@ def _ship_code(spark: Any, model: Model) -> None:
     from pyspark import cloudpickle
 
     root = Path(__file__).resolve().parents[2]
-    archive = Path(tempfile.mkdtemp(prefix="batch-code-")) / "pipeline.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in (root / "pipeline").rglob("*.py"):
-            zf.write(f, f.relative_to(root).as_posix())
-    spark.sparkContext.addPyFile(str(archive))
+    if (root / "pipeline").is_dir():  # else it came in an archive (spark-submit --py-files) the executors have
+        archive = Path(tempfile.mkdtemp(prefix="batch-code-")) / "pipeline.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            for f in (root / "pipeline").rglob("*.py"):
+                zf.write(f, f.relative_to(root).as_posix())
+        spark.sparkContext.addPyFile(str(archive))
     module = sys.modules.get(type(model.risk).__module__)
     if module is not None and not module.__name__.startswith("pipeline."):
         cloudpickle.register_pickle_by_value(module)
