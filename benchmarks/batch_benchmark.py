@@ -115,7 +115,7 @@ def api_peer(env: dict[str, str], source: Path, rows: int, work: Path) -> dict[s
     print(f"--- api (10k-row chunks): {rows:,} rows", flush=True)
     port = free_port()
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "MODEL_NAME": MODEL,
-           "MODEL_CACHE_DIR": str(work / "api-cache")}  # fmt: skip
+           "MODEL_CACHE_DIR": str(work / "api-cache"), "REGISTRY_TIMEOUT_S": "120"}  # fmt: skip
     with (work / "api.log").open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             checks[f"spark_vs_local_{n}"] = max_diff(local_out, sorted(spark_out.glob("part-*.parquet")))
         if peers and "mlflow" not in skip:
             csv_in = work / f"mlflow-in-{n}.csv"
-            pacsv.write_csv(pq.read_table(src).drop(["id"]), csv_in)
+            # pandas writes 4.0 as "4.0": MLflow's schema check refuses a column it reads back as integers.
+            pq.read_table(src).drop(["id"]).to_pandas().to_csv(csv_in, index=False)
             mlflow_out = work / f"mlflow-{n}.json"
             cmd = [sys.executable, "-m", "mlflow", "models", "predict", "-m", uri, "-i", str(csv_in), "-t", "csv",
                    "-o", str(mlflow_out), "--env-manager", "local"]  # fmt: skip

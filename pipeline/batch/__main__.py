@@ -41,14 +41,16 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_experiment(args.experiment)
     with mlflow.start_run() as run:
-        mlflow.log_params({"input": args.input, "output": args.output, "model_uri": args.model_uri,
-                           "engine": args.engine, "id_columns": ",".join(ids), "config": args.config or "-",
-                           "max_error_rate": args.max_error_rate, "contributions": contributions})  # fmt: skip
-        start = time.perf_counter()
+        params = {"input": args.input, "output": args.output, "model_uri": args.model_uri, "engine": args.engine,
+                  "id_columns": ",".join(ids), "config": args.config or "(none)", "max_error_rate": args.max_error_rate,
+                  "contributions": args.contributions}  # fmt: skip
+        logged = mlflow.get_run(run.info.run_id).data.params  # `mlflow run` has logged its own parameters
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
         try:
             model = load_model(args.model_uri)
             mlflow.log_params({"model_name": model.name, "model_version": model.version, "model_uri_pinned": model.uri})
             mapping = column_map(model, args.config or None)
+            start = time.perf_counter()  # the scoring phase: after start-up and the model load
             if args.engine == "spark":
                 from pipeline.batch.spark import run_spark
 

@@ -116,7 +116,7 @@ def _codes(arr: pa.Array, categories: list[str]) -> np.ndarray:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return np.where(present, -1.0, np.nan)  # booleans, fractions, dates: never a category
     codes = pc.index_in(arr, value_set=pa.array(categories, pa.string()))
-    out = pc.cast(codes, pa.float64()).to_numpy(zero_copy_only=False)
+    out = pc.cast(codes, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
     out[np.isnan(out) & present] = -1.0
     return out
 
@@ -185,7 +185,9 @@ def score(model: Model, X: np.ndarray, errors: np.ndarray, contributions: bool) 
             full[valid] = values
             values = full
         arrays[f.name] = pa.array(values, type=f.type, mask=invalid if invalid.any() else None)
-    arrays["error"] = pa.array(np.where(invalid, errors, None), type=pa.string())
+    arrays["error"] = (
+        pa.array(np.where(invalid, errors, None), type=pa.string()) if invalid.any() else pa.nulls(len(X), pa.string())
+    )
     return arrays
 
 

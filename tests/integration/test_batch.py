@@ -104,7 +104,7 @@ def test_local_engine_scores_a_raw_export_through_the_config_mapping(clinic: dic
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_parquet(out_path)
     assert_matches(out, clinic["expected"], clinic["raw"]["patient_id"])
-    version = MlflowClient().get_model_version_by_alias(NAME, "champion").version
+    version = str(MlflowClient().get_model_version_by_alias(NAME, "champion").version)
     assert set(out["model_name"]) == {NAME} and set(out["model_version"]) == {version}
     assert out["scored_at"].nunique() == 1
     logs = proc.stdout + proc.stderr
@@ -130,8 +130,8 @@ def test_folder_of_parts_and_glob_score_like_one_file(clinic: dict) -> None:
     parts = clinic["work"] / "parts"
     parts.mkdir()
     named = clinic["raw"].rename(columns={v: k for k, v in RAW.items()})
-    for i, chunk in enumerate(np.array_split(named, 3)):
-        chunk.to_parquet(parts / f"part-{i:05d}.parquet", index=False)
+    for i, start in enumerate(range(0, N, 1100)):
+        named.iloc[start : start + 1100].to_parquet(parts / f"part-{i:05d}.parquet", index=False)
     (parts / "_SUCCESS").write_text("")
     model = load_model(URI)
     for source in (str(parts), str(parts / "part-*.parquet")):
@@ -144,13 +144,13 @@ def test_folder_of_parts_and_glob_score_like_one_file(clinic: dict) -> None:
 
 def test_max_error_rate_stops_a_bad_file_with_a_one_line_summary(clinic: dict) -> None:
     bad = clinic["raw"].copy()
-    bad.loc[:99, "age_years"] = SECRET_AGE  # 100 more of 3000 rows out of range: 3.5 % invalid
+    bad.loc[2000:2099, "age_years"] = SECRET_AGE  # 100 more of 3000 rows out of range: 106 (3.53 %) invalid
     src, out_path = clinic["work"] / "bad.csv", clinic["work"] / "bad-scores.parquet"
     bad.to_csv(src, index=False)
     proc = batch(clinic, "--input", str(src), "--output", str(out_path), "--config", clinic["config"])
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("batch scoring failed: 105 of 3000 rows invalid (3.50%): ")
+    assert last.startswith("batch scoring failed: 106 of 3000 rows invalid (3.53%): ")
     assert "edad: must be between 18 and 100 (100)" in last and "above max_error_rate 1.00%" in last
     assert SECRET_AGE not in proc.stderr + proc.stdout
     assert not out_path.exists() and not list(clinic["work"].glob(".bad-scores*"))
@@ -158,7 +158,7 @@ def test_max_error_rate_stops_a_bad_file_with_a_one_line_summary(clinic: dict) -
     proc = batch(clinic, "--input", str(src), "--output", str(out_path), "--config", clinic["config"],
                  "--max-error-rate", "0.05")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert pd.read_parquet(out_path)["error"].notna().sum() == 105
+    assert pd.read_parquet(out_path)["error"].notna().sum() == 106
 
 
 def test_missing_required_column_is_refused_up_front(clinic: dict) -> None:

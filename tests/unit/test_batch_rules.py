@@ -85,6 +85,8 @@ def test_number_coded_categories_and_non_numbers(model: Model) -> None:
     coded = Model(uri="t", name="t", version="1", risk=risk)
     X, errors = to_matrix(coded, {"edad": pa.array([30, 30, 30]), "sexo": pa.array([1.0, 2.0, None])}, 3)
     assert X[:, 2].tolist()[:2] == [0.0, 1.0] and errors.tolist() == ["", "", "sexo: is required"]
+    X, errors = to_matrix(coded, {"edad": pa.array([30, 31]), "sexo": pa.array(["2", "1"])}, 2)  # no nulls: no copy
+    assert X[:, 2].tolist() == [1.0, 0.0] and errors.tolist() == ["", ""]
     X, errors = to_matrix(coded, {"edad": pa.array([True, False]), "sexo": pa.array([2, 3])}, 2)
     assert errors.tolist() == ["edad: must be a number", "edad: must be a number; sexo: must be one of ['1', '2']"]
 
