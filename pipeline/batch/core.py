@@ -85,6 +85,7 @@ def _numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), None
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        arr = _blank_as_null(arr)
         try:
             return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), None
         except pa.ArrowInvalid:  # some cell is text: parse one by one, the rest of the column still scores
@@ -95,6 +96,12 @@ def _numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
         return values, bad
     # Booleans, dates and the like are not numbers (no silent coercion, as in the API).
     return np.full(len(arr), np.nan), ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
+
+
+def _blank_as_null(arr: pa.Array) -> pa.Array:
+    """A blank text cell is a value not measured, as an empty CSV cell is (Parquet keeps it as "")."""
+    blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
+    return pc.if_else(blank, pa.scalar(None, arr.type), arr) if pc.any(blank).as_py() else arr
 
 
 def _parse(v: str | None) -> float:
@@ -115,6 +122,8 @@ def _codes(arr: pa.Array, categories: list[str]) -> np.ndarray:
         arr = pc.cast(arr, pa.string())
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return np.where(present, -1.0, np.nan)  # booleans, fractions, dates: never a category
+    arr = _blank_as_null(arr)
+    present = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     codes = pc.index_in(arr, value_set=pa.array(categories, pa.string()))
     out = pc.cast(codes, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
     out[np.isnan(out) & present] = -1.0

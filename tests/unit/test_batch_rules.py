@@ -58,7 +58,7 @@ def test_row_errors_and_validate_matrix_share_their_rules(model: Model) -> None:
 def test_arrow_columns_to_matrix_keep_bad_cells_to_their_row(model: Model) -> None:
     cols = {
         "edad": pa.array(["40", "86.75", None, "50", "abc", "120"]),  # text, as the CSV reader gives it
-        "imc": pa.array([25.0, None, 30.0, 31.0, 20.0, 22.0]),
+        "imc": pa.array(["25", None, "30", " ", "20", ""]),  # blank text: not measured
         "sexo": pa.array(["F", "M", "F", "X", "M", "F"]),
         "fumador": None,  # absent optional column: not measured
     }
@@ -71,7 +71,7 @@ def test_arrow_columns_to_matrix_keep_bad_cells_to_their_row(model: Model) -> No
         "edad: must be a number",
         "edad: must be between 18 and 100",
     ]
-    assert X[0].tolist()[:3] == [40.0, 25.0, 0.0] and np.isnan(X[0, 3])
+    assert X[0].tolist()[:3] == [40.0, 25.0, 0.0] and np.isnan(X[0, 3]) and np.isnan(X[5, 1])
     for e in errors:
         assert "86.75" not in e and "abc" not in e and "120" not in e
 
