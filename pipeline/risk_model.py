@@ -21,6 +21,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+REQUIRED = "is required"
+
 
 class InvalidInput(MlflowException):
     """Input the model cannot score; the message names the field and the rule, never a value."""
@@ -83,37 +85,24 @@ class RiskModel(mlflow.pyfunc.PythonModel):
     def validate_matrix(self, X: np.ndarray) -> list[dict[str, Any]]:
         """Problems per feature (field, rule, row count); no submitted value is ever included."""
         problems = []
-        nan = np.isnan(X)
         for j, f in enumerate(self.features):
-            col, miss = X[:, j], nan[:, j]
-            if not self.optional[j] and miss.any():
-                problems.append({"field": f["name"], "rule": "is required", "rows": int(miss.sum())})
-                continue
-            if f["type"] == "categorical":
-                # Codes index the weights: anything but a known code would crash or wrap around (-1 = last).
-                n = len(f["categories"])
-                with np.errstate(invalid="ignore"):
-                    bad = ~miss & ((col < 0) | (col >= n) | (col != np.floor(col)))
+            for rule, bad in _rule_masks(self, j, X[:, j]):
                 if bad.any():
-                    problems.append(
-                        {"field": f["name"], "rule": f"must be one of {f['categories']}", "rows": int(bad.sum())}
-                    )
-                continue
-            with np.errstate(invalid="ignore"):
-                out = ~miss & ((col < self.lo[j]) | (col > self.hi[j]))
-            if out.any():
-                problems.append(
-                    {
-                        "field": f["name"],
-                        "rule": _range_rule(f.get("min"), f.get("max")),
-                        "rows": int(out.sum()),
-                    }
-                )
-            if self.integer[j]:
-                frac = ~miss & (col != np.floor(col))
-                if frac.any():
-                    problems.append({"field": f["name"], "rule": "must be a whole number", "rows": int(frac.sum())})
+                    problems.append({"field": f["name"], "rule": rule, "rows": int(bad.sum())})
+                    if rule == REQUIRED:
+                        break  # a missing required value is the feature's one problem
         return problems
+
+    def row_errors(self, X: np.ndarray) -> np.ndarray:
+        """Per row, the rules it breaks as "field: rule; ..." ("" for a valid row); never a value."""
+        out = np.full(len(X), "", dtype=object)
+        for j, f in enumerate(self.features):
+            for rule, bad in _rule_masks(self, j, X[:, j]):
+                rows = np.flatnonzero(bad)
+                if rows.size:
+                    reason, prev = f"{f['name']}: {rule}", out[rows]
+                    out[rows] = np.where(prev == "", reason, prev + "; " + reason)
+        return out
 
     # ---- fast path: a float matrix in feature order ---------------------------------------------
     def terms_matrix(self, X: np.ndarray) -> np.ndarray:
@@ -278,6 +267,25 @@ class RiskModel(mlflow.pyfunc.PythonModel):
         contributions = bool((params or {}).get("contributions", False))
         interval = bool((params or {}).get("interval", False))
         return pd.DataFrame(self.predict_matrix(X, contributions=contributions, interval=interval))
+
+
+def _rule_masks(m: RiskModel, j: int, col: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Feature j's rules as (rule, rows breaking it), "is required" first; the one source of the model's checks
+    for both the per-request summary (``validate_matrix``) and per-row reasons (``row_errors``)."""
+    f, miss = m.features[j], np.isnan(col)
+    masks = [] if m.optional[j] else [(REQUIRED, miss)]
+    with np.errstate(invalid="ignore"):
+        if f["type"] == "categorical":
+            # Codes index the weights: anything but a known code would crash or wrap around (-1 = last).
+            n = len(f["categories"])
+            masks.append(
+                (f"must be one of {f['categories']}", ~miss & ((col < 0) | (col >= n) | (col != np.floor(col))))
+            )
+            return masks
+        masks.append((_range_rule(f.get("min"), f.get("max")), ~miss & ((col < m.lo[j]) | (col > m.hi[j]))))
+        if m.integer[j]:
+            masks.append(("must be a whole number", ~miss & (col != np.floor(col))))
+    return masks
 
 
 def _range_rule(lo: float | None, hi: float | None) -> str:

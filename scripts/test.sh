@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The Spark batch engine is an optional extra; its tests run here.
+.venv/bin/pip install -q -r requirements-spark.txt
 # The browser test drives Debian's Chromium (Playwright cannot download browsers here).
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then

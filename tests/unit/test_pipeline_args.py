@@ -35,7 +35,10 @@ def test_mlproject_argparse_and_train_options_share_the_defaults() -> None:
 
 def test_model_name_is_never_a_literal_in_the_mlproject() -> None:
     for entry in MLPROJECT["entry_points"].values():
-        assert entry["parameters"]["model_name"]["default"] == ""
+        if "model_name" in entry["parameters"]:
+            assert entry["parameters"]["model_name"]["default"] == ""
+    assert MLPROJECT["entry_points"]["batch"]["parameters"]["model_uri"]["default"] == ""
+    assert "diabetes-t2" not in (ROOT / "MLproject").read_text().split("entry_points:", 1)[1]
     assert parse_args([], settings()).model_name == "diabetes-t2"
     assert parse_args(["--model-name", ""], settings(MODEL_NAME="clinic")).model_name == "clinic"
     args = parse_args(["--model-name", "other"], settings(MODEL_NAME="clinic"))

@@ -1,0 +1,1 @@
+"""Streaming batch scoring with the registered model: in-process (Arrow record batches) or on Spark."""
