@@ -37,29 +37,40 @@ class RiskModel(mlflow.pyfunc.PythonModel):
             self.load_dict(json.load(fh))
 
     def load_dict(self, doc: dict[str, Any]) -> None:
-        self.spec: dict[str, Any] = doc["spec"]
-        params = doc["params"]
-        self.features: list[dict[str, Any]] = self.spec["features"]
+        self._load_spec(doc["spec"])
+        self._load_terms(doc["params"])
+
+    def _load_spec(self, spec: dict[str, Any]) -> None:
+        """What the spec says about the inputs and outputs: names, rules, categories, threshold, bands."""
+        self.spec: dict[str, Any] = spec
+        self.features: list[dict[str, Any]] = spec["features"]
         self.names = [f["name"] for f in self.features]
-        self.threshold = float(self.spec["threshold"])
-        bands = self.spec["risk_bands"]
+        self.threshold = float(spec["threshold"])
+        bands = spec["risk_bands"]
         self.band_names = np.array([b["name"] for b in bands], dtype=object)
         self.band_uppers = np.array([b["upper"] for b in bands[:-1]], dtype=float)
-        self.intercept = float(params["intercept"])
-        self.terms = params["terms"]
-        self.reference = np.array(params["reference"], dtype=float)
-        d = len(self.features)
         self.lo = np.array([f.get("min") if f.get("min") is not None else -np.inf for f in self.features])
         self.hi = np.array([f.get("max") if f.get("max") is not None else np.inf for f in self.features])
         self.integer = np.array([bool(f.get("integer")) for f in self.features])
         self.optional = np.array([bool(f.get("optional")) for f in self.features])
+        self.categories = {
+            f["name"]: {c: float(i) for i, c in enumerate(f["categories"])}
+            for f in self.features
+            if f["type"] == "categorical"
+        }
+
+    def _load_terms(self, params: dict[str, Any]) -> None:
+        """The fitted additive logit: intercept, one term per feature, the reference patient."""
+        self.intercept = float(params["intercept"])
+        self.terms = params["terms"]
+        self.reference = np.array(params["reference"], dtype=float)
         self.impute = np.array([t["impute"] for t in self.terms], dtype=float)
         # Linear terms are evaluated together as one dot product: the common case and the hot path.
         lin = [j for j, t in enumerate(self.terms) if t["kind"] == "linear"]
         self.lin_idx = np.array(lin, dtype=int)
         self.lin_center = np.array([self.terms[j]["center"] for j in lin], dtype=float)
         self.lin_w = np.array([self.terms[j]["weight"] / self.terms[j]["scale"] for j in lin], dtype=float)
-        self.other = [j for j in range(d) if j not in set(lin)]
+        self.other = [j for j in range(len(self.terms)) if j not in set(lin)]
         self.splines = {}
         for j in self.other:
             t = self.terms[j]
@@ -69,47 +80,43 @@ class RiskModel(mlflow.pyfunc.PythonModel):
                 self.splines[j] = BSpline(
                     np.array(t["knots"]), np.array(t["coef"]), int(t["degree"]), extrapolate=False
                 )
-        self.categories = {
-            f["name"]: {c: float(i) for i, c in enumerate(f["categories"])}
-            for f in self.features
-            if f["type"] == "categorical"
-        }
 
     # ---- validation -------------------------------------------------------------------------------
     def validate_matrix(self, X: np.ndarray) -> list[dict[str, Any]]:
         """Problems per feature (field, rule, row count); no submitted value is ever included."""
-        problems = []
+        problems: list[dict[str, Any]] = []
         nan = np.isnan(X)
         for j, f in enumerate(self.features):
             col, miss = X[:, j], nan[:, j]
             if not self.optional[j] and miss.any():
                 problems.append({"field": f["name"], "rule": "is required", "rows": int(miss.sum())})
-                continue
-            if f["type"] == "categorical":
-                # Codes index the weights: anything but a known code would crash or wrap around (-1 = last).
-                n = len(f["categories"])
-                with np.errstate(invalid="ignore"):
-                    bad = ~miss & ((col < 0) | (col >= n) | (col != np.floor(col)))
-                if bad.any():
-                    problems.append(
-                        {"field": f["name"], "rule": f"must be one of {f['categories']}", "rows": int(bad.sum())}
-                    )
-                continue
-            with np.errstate(invalid="ignore"):
-                out = ~miss & ((col < self.lo[j]) | (col > self.hi[j]))
-            if out.any():
-                problems.append(
-                    {
-                        "field": f["name"],
-                        "rule": _range_rule(f.get("min"), f.get("max")),
-                        "rows": int(out.sum()),
-                    }
-                )
-            if self.integer[j]:
-                frac = ~miss & (col != np.floor(col))
-                if frac.any():
-                    problems.append({"field": f["name"], "rule": "must be a whole number", "rows": int(frac.sum())})
+            elif f["type"] == "categorical":
+                problems += self._category_problems(f, col, miss)
+            else:
+                problems += self._numeric_problems(j, f, col, miss)
         return problems
+
+    @staticmethod
+    def _category_problems(f: dict[str, Any], col: np.ndarray, miss: np.ndarray) -> list[dict[str, Any]]:
+        # Codes index the weights: anything but a known code would crash or wrap around (-1 = last).
+        with np.errstate(invalid="ignore"):
+            bad = ~miss & ((col < 0) | (col >= len(f["categories"])) | (col != np.floor(col)))
+        if not bad.any():
+            return []
+        return [{"field": f["name"], "rule": f"must be one of {f['categories']}", "rows": int(bad.sum())}]
+
+    def _numeric_problems(self, j: int, f: dict[str, Any], col: np.ndarray, miss: np.ndarray) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with np.errstate(invalid="ignore"):
+            outside = ~miss & ((col < self.lo[j]) | (col > self.hi[j]))
+        if outside.any():
+            rule = _range_rule(f.get("min"), f.get("max"))
+            out.append({"field": f["name"], "rule": rule, "rows": int(outside.sum())})
+        if self.integer[j]:
+            frac = ~miss & (col != np.floor(col))
+            if frac.any():
+                out.append({"field": f["name"], "rule": "must be a whole number", "rows": int(frac.sum())})
+        return out
 
     # ---- fast path: a float matrix in feature order ---------------------------------------------
     def terms_matrix(self, X: np.ndarray) -> np.ndarray:
