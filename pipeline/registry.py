@@ -7,8 +7,8 @@ The served alias is ``MODEL_ALIAS`` (the one the API follows; ``champion`` unles
 v3 → v2 → v1 — and then say there is nothing earlier.
 
 Command line (also the MLproject entry points ``promote`` and ``rollback``):
-    python -m pipeline.registry promote --version 3 [--name diabetes-t2]
-    python -m pipeline.registry rollback [--name diabetes-t2]
+    python -m pipeline.registry promote --version 3 [--name NAME]
+    python -m pipeline.registry rollback [--name NAME]
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
 from common import signing
+from common.settings import DEFAULT_MODEL_ALIAS
 from pipeline.config import MAX_AUC_DROP, MIN_AUC
 from pipeline.settings import CHALLENGER, PipelineSettings, load_settings
 
-LEGACY_PREVIOUS_TAG = "previous_champion"  # before histories: the one champion a rollback returned to
+# Before histories, the one version a rollback of @champion returned to.
+LEGACY_ALIAS, LEGACY_PREVIOUS_TAG = DEFAULT_MODEL_ALIAS, "previous_champion"
 HISTORY_MAX = 200  # versions kept in the history tag (MLflow caps a tag value at 5000 characters)
 
 
@@ -168,7 +170,7 @@ def history(client: MlflowClient, name: str, alias: str) -> list[str]:
     """Versions ``alias`` pointed at before, oldest first."""
     tags = client.get_registered_model(name).tags
     raw = tags.get(history_tag(alias))
-    if raw is None and alias == "champion":
+    if raw is None and alias == LEGACY_ALIAS:
         raw = tags.get(LEGACY_PREVIOUS_TAG, "")  # a registry written before histories existed
     return [v for v in (raw or "").split(",") if v]
 
