@@ -67,10 +67,10 @@ def prepare(app: FastAPI, model: ServedModel) -> None:
         metrics.set_model_version(model.name, model.version)
 
 
-def _log_rejection(request: Request, err: InputError) -> None:
+def _log_rejection(request: Request, err: InputError, status: int) -> None:
     # Field names only (the model's own); never values, never unknown keys sent by the client.
     fields = sorted({p.field for p in err.problems if p.field})
-    log.info("%s %s request_id=%s fields=%s", request.url.path, err.status, request_id(request), fields)
+    log.info("%s %s request_id=%s fields=%s", request.url.path, status, request_id(request), fields)
 
 
 def _lang(request: Request) -> str:
@@ -80,21 +80,19 @@ def _lang(request: Request) -> str:
 
 async def input_error(request: Request, err: InputError) -> Response:
     """The one place an InputError becomes a response: MLflow's shape and error code, or /predict's."""
-    _log_rejection(request, err)
     rid = request_id(request)
-    headers = {"x-request-id": rid}
     path = request.url.path
+    status = err.status
     if path not in FRIENDLY:
         doc: dict[str, Any] = error_doc(err) if path != "/model/info" else {"error": err.message}
-        return Response(orjson.dumps(doc), status_code=err.status, media_type=JSON, headers=headers)
-    lang, status = _lang(request), err.status
-    if err.problems:  # values that break the model's rules
-        doc, status = {"request_id": rid, "errors": problem_entries(err.problems, lang)}, 422
+    elif err.problems:  # values that break the model's rules
+        doc, status = {"request_id": rid, "errors": problem_entries(err.problems, _lang(request))}, 422
     elif err.rule:  # a malformed body
-        doc = {"request_id": rid, "errors": [entry(err.row, "body", err.rule, lang)]}
+        doc = {"request_id": rid, "errors": [entry(err.row, "body", err.rule, _lang(request))]}
     else:
         doc = {"request_id": rid, "error": err.message, "errors": []}
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
+    _log_rejection(request, err, status)
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers={"x-request-id": rid})
 
 
 async def bad_query(request: Request, exc: RequestValidationError) -> Response:

@@ -145,3 +145,14 @@ def test_every_problem_of_a_request_is_reported_at_once_on_both_routes(client: A
         assert part in message
     assert "pedigri_diabetes: is required" in message and "1 unknown column" in message
     assert "glucosa: is required" not in message and "SECRET" not in r.text and "777" not in r.text
+
+
+def test_rejections_are_logged_with_the_status_sent_and_field_names_only(client: Any, caplog) -> None:
+    import logging
+
+    good = example(client.app.state.store.current.spec["features"])
+    with caplog.at_level(logging.INFO, logger="serving.app"):
+        client.post("/predict", json={**good, "glucosa": "86.75", "SECRET": 1})
+        client.post("/invocations", json={"dataframe_records": [{**good, "glucosa": "86.75"}]})
+    assert "/predict 422 " in caplog.text and "/invocations 400 " in caplog.text
+    assert "fields=['glucosa']" in caplog.text and "86.75" not in caplog.text and "SECRET" not in caplog.text
