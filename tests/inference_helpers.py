@@ -61,6 +61,7 @@ def start_api(env: dict[str, str], tmp: Path, log_db: str, workers: int = 2, **e
         {
             "PORT": str(port),
             "HOST": "127.0.0.1",
+            "API_AUTH": "off",  # authentication is not the subject here (loopback only, as the API allows)
             "WEB_CONCURRENCY": str(workers),
             "MODEL_CACHE_DIR": str(tmp / "cache"),
             "APP_DATABASE_URL": log_db,

@@ -50,7 +50,10 @@ def test_docs_render_under_their_csp_and_cannot_be_framed(client: TestClient) ->
 
             page.goto(f"{API}/docs")
             # The inline script ran (it fetched openapi.json and rendered its routes) and the inline style applied.
-            page.wait_for_function("document.querySelectorAll('#routes .route').length > 0", timeout=10_000)
+            try:
+                page.locator("#routes .route").first.wait_for(timeout=10_000)  # no eval: the CSP forbids it
+            except sync_api.TimeoutError:
+                raise AssertionError(f"the docs rendered no route; browser console: {console}") from None
             assert page.text_content("#title") == client.get("/openapi.json").json()["info"]["title"]
             assert page.eval_on_selector(".route", "e => getComputedStyle(e).borderTopStyle") == "solid"
             assert not [m for m in console if "Content Security Policy" in m], console
