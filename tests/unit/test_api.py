@@ -156,3 +156,26 @@ def test_rejections_are_logged_with_the_status_sent_and_field_names_only(client:
         client.post("/invocations", json={"dataframe_records": [{**good, "glucosa": "86.75"}]})
     assert "/predict 422 " in caplog.text and "/invocations 400 " in caplog.text
     assert "fields=['glucosa']" in caplog.text and "86.75" not in caplog.text and "SECRET" not in caplog.text
+
+
+def test_interval_on_both_routes_agrees_with_the_pyfunc(client: Any) -> None:
+    """The 90 % bootstrap interval: params.interval on /invocations, ?interval on /predict, the same figures as the
+    model's own pyfunc, and a clear 400/422 for a value that is not a boolean."""
+    model = client.app.state.store.current
+    good = example(model.spec["features"])
+    r = client.post("/invocations", json={"dataframe_records": [good], "params": {"interval": True}})
+    assert r.status_code == 200, r.text
+    (inv,) = r.json()["predictions"]
+    (pred,) = client.post("/predict?interval=true", json=good).json()["predictions"]
+    import pandas as pd
+
+    own = model.risk.predict(None, pd.DataFrame([good]), params={"interval": True}).iloc[0]
+    for p in (inv, pred):
+        assert p["probability_low"] <= p["probability"] <= p["probability_high"]
+        assert p["probability_low"] == pytest.approx(own["probability_low"], abs=1e-12)
+        assert p["probability_high"] == pytest.approx(own["probability_high"], abs=1e-12)
+    assert "probability_low" not in client.post("/predict", json=good).json()["predictions"][0]
+    r = client.post("/invocations", json={"dataframe_records": [good], "params": {"interval": "yes"}})
+    assert r.status_code == 400 and "params.interval" in r.json()["message"]
+    r = client.post("/predict?interval=maybe", json=good)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "interval"
