@@ -2,7 +2,7 @@
 
 Fields: request id, route, method, status, latency (ms), model version, caller name. Never a body, a query
 string or a feature value: those live only in the access-controlled ``inference_log`` table. The caller is
-whatever the authentication layer put in ``scope["state"]["caller"]`` (a key's name, never the key).
+whatever the authentication layer put in ``scope["state"]["principal"]`` (a key's name, never the key).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RequestLogMiddleware:
         finally:
             path = scope.get("path", "")
             model = getattr(self.store, "current", None)
-            caller = state.get("caller")
+            caller = state.get("principal") or state.get("caller")
             log.info(
                 orjson.dumps(
                     {

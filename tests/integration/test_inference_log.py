@@ -104,7 +104,7 @@ def test_every_route_and_format_logs_each_row_exactly_once(registry, postgres_ur
         path, source = by_request[r["request_id"]]
         assert r["route"] == path
         assert r["source"] == (source or "api")
-        assert r["caller"] == "anonymous"
+        assert r["caller"] == "local"  # the principal of API_AUTH=off; a key's name when auth is on
         assert r["model_name"] == "diabetes-t2" and r["model_version"] == "1" and len(r["run_id"]) == 32
         assert 0 <= r["probability"] <= 1 and r["label"] in (0, 1) and r["risk_level"] in ("low", "moderate", "high")
         assert r["latency_ms"] > 0 and r["ts"].tzinfo is not None
@@ -118,7 +118,7 @@ def test_every_route_and_format_logs_each_row_exactly_once(registry, postgres_ur
     # one JSON line per request, without feature values
     lines = [json.loads(x) for x in api.log.read_text().splitlines() if x.startswith('{"request_id"')]
     assert {x["request_id"] for x in lines if x["route"] in ("/predict", "/invocations")} == set(by_request)
-    assert all(x["status"] == 200 and x["model_version"] == "1" and x["caller"] == "anonymous" for x in lines
+    assert all(x["status"] == 200 and x["model_version"] == "1" and x["caller"] == "local" for x in lines
                if x["request_id"] in by_request)  # fmt: skip
     assert not re.search(r"glucosa\W+\d", api.log.read_text())
 
