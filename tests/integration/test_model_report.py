@@ -113,6 +113,8 @@ def test_pyfunc_and_predict_return_the_interval(trained: dict) -> None:
         "MODEL_CACHE_DIR": str(trained["tmp"] / "cache"),
         "WEB_CONCURRENCY": "1",
         "REGISTRY_TIMEOUT_S": "60",
+        "HOST": "127.0.0.1",
+        "API_AUTH": "off",  # authentication is not the subject here (loopback only, as the API allows)
     }  # fmt: skip (a loaded CI machine loads slowly)
     log = (trained["tmp"] / "serving.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ NAME = "clinic-risk"
 def clinic_api() -> Iterator[tuple[str, str]]:
     work = Path(tempfile.mkdtemp(prefix="ui-clinic-"))
     env = child_env(f"sqlite:///{work / 'mlflow.db'}", (work / "artifacts").as_uri())
-    env.update({"MODEL_NAME": NAME, "MODEL_CACHE_DIR": str(work / "cache")})
+    env.update({"MODEL_NAME": NAME, "MODEL_CACHE_DIR": str(work / "cache"), "HOST": "127.0.0.1", "API_AUTH": "off"})
     config = user_dataset(work)
     train = subprocess.run(
         [sys.executable, "-m", "pipeline.main", "--config", str(config), "--model-name", NAME, "--min-auc", "0.55",
