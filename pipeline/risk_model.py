@@ -291,6 +291,8 @@ def _rule_masks(m: RiskModel, j: int, col: np.ndarray) -> list[tuple[str, np.nda
 def _range_rule(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f"must be between {lo:g} and {hi:g}"
+    if lo is None and hi is None:  # an unbounded feature: its mask never fires, but the rule is built eagerly
+        return "must be a finite number"
     return f"must be at least {lo:g}" if lo is not None else f"must be at most {hi:g}"
 
 
