@@ -222,7 +222,7 @@ class Writer:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self._engine is None:
             self._engine = inference_db.make_engine(self.cfg.url, pool_size=1, max_overflow=0)
-        if not (self._migrated or _schema_ready):
+        if not (self._migrated or self.cfg.url in _schema_ready):
             inference_db.migrate(self.cfg.url)
         self._migrated = True
         _insert(self._engine, rows)
@@ -337,7 +337,9 @@ def _alive(pid: int) -> bool:
 
 _config: Config | None = None
 _writer: Writer | None = None
-_schema_ready = False  # set by setup() in the master; forked workers then skip Alembic (and its imports)
+# Databases setup() migrated in the master; forked workers then skip Alembic (and its imports) for them. Keyed by
+# URL: one process may build apps over several databases (tests), and a flag would skip a new one's migration.
+_schema_ready: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -355,10 +357,9 @@ def setup() -> None:
     if not cfg.enabled:
         log.info("inference log disabled (INFERENCE_LOG=off)")
         return
-    global _schema_ready
     try:
         inference_db.migrate(cfg.url)
-        _schema_ready = True
+        _schema_ready.add(cfg.url)
         if cfg.url.startswith("postgresql"):
             import psycopg2.extras  # noqa: F401 - imported before the fork, so workers share its pages
     except Exception as exc:  # noqa: BLE001 - serving must not depend on the log database being up

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN_ARGS = ("--cv-repeats", "1", "--cv-folds", "3")
 
 # Values that appear only in bad requests: they must never come back in a body or show up in a log.
-SENTINELS = ("5.9", "777.125", "86.75", "433.5", "SECRET")
+# Values no log field can produce by chance (the request log prints latencies with three decimals, e.g. 5.9).
+SENTINELS = ("5.987654", "777.125", "86.75", "433.5", "SECRET")
 JSON_HDR = {"Content-Type": "application/json"}
 
 
@@ -326,7 +327,7 @@ BAD_INVOCATIONS = [
     (
         "float_for_integer",
         JSON_HDR,
-        json.dumps({"dataframe_records": [patient(embarazos=5.9)]}).encode(),
+        json.dumps({"dataframe_records": [patient(embarazos=5.987654)]}).encode(),
         400,
         "INVALID_PARAMETER_VALUE",
         "embarazos: must be a whole number",
@@ -509,7 +510,7 @@ BAD_INVOCATIONS = [
     (
         "csv_float_for_integer",
         {"Content-Type": "text/csv"},
-        b"embarazos,glucosa,pedigri_diabetes,edad\n5.9,100,0.5,40\n",
+        b"embarazos,glucosa,pedigri_diabetes,edad\n5.987654,100,0.5,40\n",
         400,
         "INVALID_PARAMETER_VALUE",
         "whole number",
@@ -624,7 +625,7 @@ def test_predict_one_and_many(server: Server) -> None:
 
 @pytest.mark.parametrize("lang,message", [("es", "debe ser un número entero"), ("en", "must be a whole number")])
 def test_predict_422_names_field_and_rule_in_language(server: Server, lang: str, message: str) -> None:
-    body = [patient(), {**patient(embarazos=5.9, glucosa="86.75", edad=333.5), "SECRET": 777.125}]
+    body = [patient(), {**patient(embarazos=5.987654, glucosa="86.75", edad=333.5), "SECRET": 777.125}]
     del body[1]["pedigri_diabetes"]
     r = server.post(f"/predict?lang={lang}", json=body)
     assert r.status_code == 422, r.text
@@ -825,7 +826,7 @@ def test_logs_never_contain_request_values(server: Server, registry: Registry) -
         ("/invocations", {"Content-Type": "application/vnd.apache.parquet"}, b"PAR1SECRET"),
         ("/predict", JSON_HDR, json.dumps(good).encode()),
         ("/predict", JSON_HDR, json.dumps([good, {**good, "glucosa": "86.75", "SECRETKEY": 777.125}]).encode()),
-        ("/predict", JSON_HDR, json.dumps(patient(embarazos=5.9, edad=433.5)).encode()),
+        ("/predict", JSON_HDR, json.dumps(patient(embarazos=5.987654, edad=433.5)).encode()),
         ("/predict", JSON_HDR, b'{"glucosa": 1e400, "SECRET": 86.75'),
         ("/predict", {"Content-Type": "text/plain"}, b"SECRET 86.75"),
     ]
@@ -1048,7 +1049,7 @@ def test_postgres_registry(postgres_url: str, tmp_path: Path) -> None:  # fixtur
 
         out = ScoringServerClient("127.0.0.1", srv.port).invoke(pd.DataFrame([patient()])).get_predictions()
         assert 0 < out["probability"][0] < 1
-        r = srv.post("/predict", json=patient(embarazos=5.9))
+        r = srv.post("/predict", json=patient(embarazos=5.987654))
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "embarazos"
         csv = io.StringIO()
         pd.DataFrame([patient()]).to_csv(csv, index=False)

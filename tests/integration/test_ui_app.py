@@ -117,7 +117,7 @@ def test_submit_shows_the_api_probability(app_env: Stack, info: dict[str, Any]) 
     # The 90 % interval from /predict?interval=true, in words under the probability (and drawn as a chart).
     r = requests.post(f"{app_env.api_url}/predict", params={"interval": "true"}, json=[values], timeout=10)
     low, high = (
-        spec.format_probability(r.json()["predictions"][0][k]) for k in ("probability_low", "probability_high")
+        spec.format_probability(r.json()["predictions"][0][k], "es") for k in ("probability_low", "probability_high")
     )
     assert tr("interval_caption", "es", low=low, high=high) in [c.value for c in at.caption]
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 2  # interval + contributions
