@@ -41,8 +41,6 @@ from deploy.mlflow_server import build_command  # noqa: E402
 
 SCHEMA_PATH = REPO_ROOT / "deploy" / "render" / "render.schema.json"
 SCHEMA_SHA256 = "665539cb0c191856ba38d292b985a963880bb69b030d666e5fe7788e78e7e696"
-# The team's shared copy, beside a developer's checkout (and CI's); a user's clone does not have it.
-SHARED_SCHEMA_PATH = REPO_ROOT.parent / "shared" / "render" / "render.schema.json"
 BLUEPRINT_PATH = REPO_ROOT / "render.yaml"
 LAUNCHER_MODULE = "deploy.mlflow_server"
 
@@ -578,12 +576,6 @@ def test_vendored_schema_is_the_recorded_file() -> None:
     import hashlib
 
     assert hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest() == SCHEMA_SHA256, "schema changed: see SOURCE.md"
-
-
-def test_vendored_schema_matches_the_shared_copy_when_present() -> None:
-    if not SHARED_SCHEMA_PATH.is_file():
-        pytest.skip("no ../shared beside this clone (a user's clone): the vendored copy alone is used")
-    assert SHARED_SCHEMA_PATH.read_bytes() == SCHEMA_PATH.read_bytes(), "refresh deploy/render/ from ../shared/render/"
 
 
 def test_render_yaml_matches_official_schema(blueprint: Blueprint) -> None:
