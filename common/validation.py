@@ -121,6 +121,17 @@ class FeatureRules:
         cats = self.categories.get(j)
         return ("number", {}) if cats is None else ("category", {"categories": list(cats)})
 
+    def value_problem(self, j: int, x: float) -> tuple[str, dict[str, Any]] | None:
+        """The rule one matrix value breaks (NaN = missing), as (rule key, params), or None: the same order as
+        :meth:`check` (required, then range, then whole number), for callers that check value by value."""
+        if x != x:
+            return ("required", {}) if self._required[j] else None
+        if x < self._lo[j] or x > self._hi[j]:
+            return self._rule(j, "range")
+        if self._whole[j] and x != math.floor(x):
+            return self._rule(j, "whole")
+        return None
+
     # ---- one column (CSV / Parquet / DataFrame) ---------------------------------------------------
     def column(self, j: int, col: Any) -> tuple[np.ndarray, np.ndarray]:
         """A pandas Series → (float values with NaN = missing, mask of values whose type breaks the rule).

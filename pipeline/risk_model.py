@@ -51,8 +51,11 @@ class RiskModel(mlflow.pyfunc.PythonModel):
         self.terms = params["terms"]
         self.reference = np.array(params["reference"], dtype=float)
         d = len(self.features)
-        self.lo = np.array([f.get("min") if f.get("min") is not None else -np.inf for f in self.features])
-        self.hi = np.array([f.get("max") if f.get("max") is not None else np.inf for f in self.features])
+        # No bound is ±(largest double), not ±inf: an unbounded feature still refuses ±inf ("must be a finite
+        # number"), as the API's rules do (common/validation.py).
+        big = np.finfo(float).max
+        self.lo = np.array([f.get("min") if f.get("min") is not None else -big for f in self.features], dtype=float)
+        self.hi = np.array([f.get("max") if f.get("max") is not None else big for f in self.features], dtype=float)
         self.integer = np.array([bool(f.get("integer")) for f in self.features])
         self.optional = np.array([bool(f.get("optional")) for f in self.features])
         # None: the term scores a missing value itself (EBM's missing bin) instead of imputing it.
@@ -291,7 +294,7 @@ def _rule_masks(m: RiskModel, j: int, col: np.ndarray) -> list[tuple[str, np.nda
 def _range_rule(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f"must be between {lo:g} and {hi:g}"
-    if lo is None and hi is None:  # an unbounded feature: its mask never fires, but the rule is built eagerly
+    if lo is None and hi is None:  # an unbounded feature: only ±inf breaks it
         return "must be a finite number"
     return f"must be at least {lo:g}" if lo is not None else f"must be at most {hi:g}"
 

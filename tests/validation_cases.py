@@ -1,7 +1,7 @@
 """One table of input cases, derived from a model's feature spec, that every path checking input must agree on:
 /invocations and /predict (tests/unit/test_conformance.py), the pyfunc (``RiskModel.predict``), and — by
-calling ``value_cases`` with the same spec — the training data check (pipeline/data.py) and the app's batch
-check (ui/batch.py).
+calling ``value_cases`` with the same spec — the training data check (tests/unit/test_training_data_rules.py)
+and the app's form and batch check (ui/rules.py, tests/unit/test_ui_rules_conformance.py).
 
 A ``ValueCase`` is one patient (a valid example with one change) and what every path must answer: accepted,
 or refused naming ``field`` for ``rule`` (a key of ``common.validation.RULES``). A ``TransportCase`` is about
@@ -60,7 +60,11 @@ def example(features: list[dict[str, Any]]) -> dict[str, Any]:
         if f["type"] == "categorical":
             out[f["name"]] = f["categories"][0]
         else:
-            mid = (f["min"] + f["max"]) / 2 if f.get("min") is not None and f.get("max") is not None else 1.0
+            lo, hi = f.get("min"), f.get("max")
+            if lo is not None and hi is not None:
+                mid = (lo + hi) / 2
+            else:  # one bound or none: a value just inside it
+                mid = lo + 1 if lo is not None else hi - 1 if hi is not None else 1.0
             out[f["name"]] = int(round(mid)) if f.get("integer") else float(mid)
     return out
 

@@ -49,3 +49,9 @@ def client(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert store.current is not None, store.problem
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def served(client) -> object:
+    """The version the app serves (its spec, rules and pyfunc)."""
+    return client.app.state.store.current

@@ -96,3 +96,21 @@ def test_tally_summary_names_rules_and_counts() -> None:
     tally.add(["a: is required", "a: is required; b: must be a number"], 1000)
     assert tally.summary() == "2 of 1000 rows invalid (0.20%): a: is required (2); b: must be a number (1)"
     assert metric_key("sexo: must be one of ['F', 'M']") == "invalid_rows/sexo_must_be_one_of_F_M"
+
+
+def test_an_unbounded_feature_refuses_infinity_as_the_api_does() -> None:
+    from common.validation import FeatureRules
+
+    features = [{"name": "x", "type": "numeric", "optional": False}, {"name": "y", "type": "numeric", "min": 0,
+                "optional": True}]  # fmt: skip
+    risk = RiskModel()
+    terms = [{"kind": "linear", "impute": 0.0, "center": 0.0, "scale": 1.0, "weight": 0.1}] * 2
+    spec = {"features": features, "threshold": 0.5, "risk_bands": [{"name": "all", "upper": 1.0}]}
+    risk.load_dict({"spec": spec, "params": {"intercept": 0.0, "terms": terms, "reference": [0.0, 0.0]}})
+    X = np.array([[np.inf, 1.0], [-np.inf, 1.0], [1e300, np.inf], [2.0, np.nan]])
+    api = FeatureRules(features).check(X)
+    assert [(p.field, p.text, len(p.rows)) for p in api] == [("x", "must be a finite number", 2),
+                                                             ("y", "must be at least 0", 1)]  # fmt: skip
+    assert risk.validate_matrix(X) == [p.as_dict() for p in api]
+    assert list(risk.row_errors(X)) == ["x: must be a finite number", "x: must be a finite number",
+                                        "y: must be at least 0", ""]  # fmt: skip

@@ -17,10 +17,6 @@ from tests.validation_cases import TRANSPORT_CASES, TransportCase, ValueCase, ex
 Outcome = tuple[bool, set[str]]  # (accepted, fields named)
 
 
-@pytest.fixture(scope="module")
-def served(client: Any) -> Any:
-    return client.app.state.store.current
-
 
 def _invocations(client: Any, row: dict[str, Any], names: list[str]) -> Outcome:
     # json.dumps writes NaN and Infinity, as MLflow's own client does
