@@ -51,6 +51,11 @@ def example_patient(features: list[dict]) -> dict[str, float | int]:
     return out
 
 
+# Training options for tests where the model is incidental (a real registered model, not the best one): no
+# hyperparameter search, no recalibration, 3 folds. Model selection itself is tested in-process
+# (tests/integration/test_model_training.py) and the full default training runs in the deployment smoke test.
+FAST_TRAIN = ("--cv-repeats", "1", "--cv-folds", "3", "--family", "logistic", "--C", "1", "--calibration", "none")
+
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

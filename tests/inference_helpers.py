@@ -15,9 +15,7 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, backend_env, run_pipeline
-
-FAST_TRAIN = ("--cv-repeats", "1", "--cv-folds", "3")
+from tests.conftest import FAST_TRAIN, ROOT, backend_env, run_pipeline
 
 
 def free_port() -> int:

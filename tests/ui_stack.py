@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import FAST_TRAIN
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = ROOT / "test-artifacts"  # git-ignored: screenshots and logs of the UI tests
-# The UI tests need a real registered model, not a carefully tuned one: a light cross-validation trains in a few
-# seconds instead of tens on a busy machine (the pipeline's own tests cover the full search).
-TRAIN_ARGS = ("--cv-folds", "3", "--cv-repeats", "1")
+# The UI tests need a real registered model, not a carefully tuned one (the pipeline's own tests cover the search).
+TRAIN_ARGS = FAST_TRAIN
 
 
 @dataclass

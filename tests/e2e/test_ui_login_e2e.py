@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,30 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def login(page: Any, user: str, password: str) -> None:
+def login(page: Any, user: str, password: str, settled: Callable[[], bool] | None = None) -> None:
+    """Submit the form and wait until the attempt has been checked, before the next one: until ``settled()``
+    (the account's row shows it) when given, else by the page's run indicator (``wait_rerun``, which waits up to
+    5 s for a run that may be too short to show it)."""
     page.get_by_label(tr("username", "es")).fill(user)
     page.get_by_label(tr("password", "es")).fill(password)
     page.get_by_role("button", name=tr("login_button", "es")).click()
-    wait_rerun(page)  # each attempt is checked before the next one
+    if settled is None:
+        wait_rerun(page)
+        return
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, "the login attempt was never checked"
+        time.sleep(0.05)
+    wait_idle(page)
+
+
+def account(env: dict[str, str], name: str) -> dict[str, Any]:
+    """The account's row in the app's database (what the login page recorded)."""
+    from ui import users
+
+    eng = users.engine(env["APP_DATABASE_URL"])
+    with eng.connect() as conn:
+        return dict(conn.execute(users.users.select().where(users.users.c.username == name)).mappings().one())
 
 
 def test_a_stranger_sees_only_the_login_page(server: tuple[str, dict[str, str]], browser: Any) -> None:
@@ -79,7 +99,7 @@ def test_a_stranger_sees_only_the_login_page(server: tuple[str, dict[str, str]],
 
 
 def test_a_clinician_logs_in_and_a_guesser_is_locked_out(server: tuple[str, dict[str, str]], browser: Any) -> None:
-    url, _ = server
+    url, env = server
     page = browser.new_page()
     page.goto(url)
     page.get_by_role("button", name=tr("login_button", "es")).wait_for(timeout=60_000)
@@ -93,8 +113,15 @@ def test_a_clinician_logs_in_and_a_guesser_is_locked_out(server: tuple[str, dict
     guesser = browser.new_page()
     guesser.goto(url)
     guesser.get_by_role("button", name=tr("login_button", "es")).wait_for(timeout=60_000)
-    for _ in range(5):
-        login(guesser, "ana", "wrong password")
+    def failures_recorded(n: int) -> Callable[[], bool]:
+        def settled() -> bool:
+            row = account(env, "ana")
+            return row["failed_attempts"] == n or (n == 5 and row["locked_until"] is not None)  # the fifth locks
+
+        return settled
+
+    for n in range(1, 6):
+        login(guesser, "ana", "wrong password", failures_recorded(n))
     guesser.get_by_text(tr("login_locked", "es", minutes=15)).wait_for(timeout=30_000)
     login(guesser, "ana", PASSWORD)  # the right password no longer helps
     guesser.get_by_text(tr("login_locked", "es", minutes=15)).wait_for(timeout=30_000)

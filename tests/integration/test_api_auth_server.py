@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from deploy.rehearse import free_port
-from tests.conftest import EXAMPLE_PATIENT, ROOT, backend_env, run_pipeline
+from tests.conftest import EXAMPLE_PATIENT, FAST_TRAIN, ROOT, backend_env, run_pipeline
 from tests.deploy_helpers import stop, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         pytest.fail(f"Redis at {REDIS[0]}:{REDIS[1]} is required for the shared rate-limit store: {exc}")
     tmp = tmp_path_factory.mktemp("auth-server")
     env = backend_env(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts")
-    out = run_pipeline(env, "--cv-repeats", "1", "--cv-folds", "3")
+    out = run_pipeline(env, *FAST_TRAIN)
     assert out.returncode == 0, out.stderr[-3000:]
     port = free_port()
     env.update(

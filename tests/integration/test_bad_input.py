@@ -92,7 +92,7 @@ CASES = {
 def test_bad_data_or_config(case: str, tmp_path: Path, sqlite_env: dict[str, str]) -> None:
     mutate, message = CASES[case]
     config = write_config(tmp_path, mutate)
-    proc = run_pipeline(sqlite_env, "--config", str(config), "--cv-repeats", "1")
+    proc = run_pipeline(sqlite_env, "--config", str(config), "--cv-repeats", "1")  # fails before training
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, backend_env, run_pipeline
+from tests.conftest import FAST_TRAIN, ROOT, backend_env, run_pipeline
 from tests.integration.test_pipeline_e2e import user_dataset
 
 pytestmark = pytest.mark.slow
@@ -42,8 +42,7 @@ def clinic() -> Iterator[dict]:
     work = Path(tempfile.mkdtemp(prefix="batch-"))
     env = backend_env(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
     config = user_dataset(work)
-    proc = run_pipeline(env, "--config", str(config), "--model-name", NAME, "--min-auc", "0.55",
-                        "--cv-repeats", "1", "--cv-folds", "3")  # fmt: skip
+    proc = run_pipeline(env, *FAST_TRAIN, "--config", str(config), "--model-name", NAME, "--min-auc", "0.55")
     assert proc.returncode == 0, proc.stderr[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     raw, expected = population(np.random.default_rng(11), N)

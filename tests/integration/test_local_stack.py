@@ -1,5 +1,7 @@
 """The README's run command: `bash scripts/run.sh` starts MLflow UI, API and Streamlit with honcho on an
-embedded SQLite registry, trains a champion first, and Ctrl-C stops every process."""
+embedded SQLite registry, and Ctrl-C stops every process. The registry is given a champion first (fast options),
+so the script's bootstrap finds it and starts at once; bootstrap's own training on an empty registry is tested in
+tests/integration/test_bootstrap.py and tests/e2e/test_deploy_smoke.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, backend_env, run_pipeline
+from tests.conftest import FAST_TRAIN, ROOT, backend_env, run_pipeline
 from tests.deploy_helpers import example_patient, free_port, stop, wait_healthy
 
 
@@ -40,6 +42,8 @@ def test_run_script_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None
         "LOCAL_ARTIFACTS": str(tmp_path / "mlruns"),
         "MODEL_CACHE_DIR": str(tmp_path / "serving-cache"),
     })  # fmt: skip
+    trained = run_pipeline(backend_env(env["LOCAL_BACKEND_URI"], tmp_path / "mlruns"), *FAST_TRAIN)
+    assert trained.returncode == 0, trained.stderr[-3000:]
     log = tmp_path / "stack.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, start_new_session=True,
@@ -64,7 +68,7 @@ def test_run_script_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None
         for p in ports.values():
             assert listen_addresses(p) == {"127.0.0.1"}, (p, listen_addresses(p))
         # The README's data-scientist command works on the same registry while the stack runs.
-        direct = run_pipeline(backend_env(env["LOCAL_BACKEND_URI"], tmp_path / "mlruns"), "--cv-repeats", "1")
+        direct = run_pipeline(backend_env(env["LOCAL_BACKEND_URI"], tmp_path / "mlruns"), *FAST_TRAIN)
         assert direct.returncode == 0, direct.stderr[-3000:]
         assert "registered: diabetes-t2 version 2" in direct.stdout
     finally:

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from deploy import users
-from tests.conftest import ROOT, run_pipeline
+from tests.conftest import FAST_TRAIN, ROOT, run_pipeline
 from tests.deploy_helpers import free_port, stop, tails, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,6 @@ PASSWORDS = {
     "MLFLOW_TRAINER_PASSWORD": "trainer-secret-0123456789",
 }
 SIGNING_KEY = "signing-key-for-tests-0123456789"
-FAST_TRAINING = ("--cv-repeats", "1", "--cv-folds", "3", "--family", "logistic", "--calibration", "none")
 
 
 @dataclass
@@ -244,7 +243,7 @@ def _start_api(s: AuthServer, tmp_path: Path, label: str, **extra: str) -> tuple
 def test_tampered_version_never_runs_in_the_api(auth_server: AuthServer, tmp_path: Path, monkeypatch) -> None:
     s = auth_server
     marker = tmp_path / "PWNED"
-    trained = run_pipeline(s.client_env(users.TRAINER_USER, MODEL_SIGNING_KEY=SIGNING_KEY), *FAST_TRAINING)
+    trained = run_pipeline(s.client_env(users.TRAINER_USER, MODEL_SIGNING_KEY=SIGNING_KEY), *FAST_TRAIN)
     assert trained.returncode == 0, trained.stderr[-3000:]
 
     # The attacker: a registry user with MANAGE on the model (here the admin) but without the signing key.

@@ -23,7 +23,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from pipeline.config import load_config
 from pipeline.data import prepare, read_csv
-from tests.conftest import ROOT, backend_env, example_patient, run_pipeline
+from tests.conftest import FAST_TRAIN, ROOT, backend_env, example_patient, run_pipeline
 
 pytestmark = pytest.mark.slow
 NAME = "report-check"
@@ -158,7 +158,7 @@ def test_a_bad_external_cohort_fails_before_any_run(trained: dict, tmp_path: Pat
     pd.read_csv(PIMA / "pima_tr.csv").drop(columns=["glu"]).to_csv(broken, index=False)
     config = second_config(tmp_path, broken)
     env = backend_env(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
-    proc = run_pipeline(env, "--config", str(config), "--model-name", "broken", "--cv-repeats", "1")
+    proc = run_pipeline(env, *FAST_TRAIN, "--config", str(config), "--model-name", "broken")
     assert proc.returncode == 2
     assert "external cohort 'cohort_b'" in proc.stderr and "glu" in proc.stderr
 

@@ -15,10 +15,10 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from tests.conftest import ROOT, backend_env, run_pipeline
+from tests.conftest import FAST_TRAIN, ROOT, backend_env, run_pipeline
 
 NAME = "diabetes-t2"
-FAST = ("--cv-repeats", "1")  # the full default CV runs in the deployment smoke test (bootstrap)
+FAST = FAST_TRAIN  # the full default training runs in the deployment smoke test (bootstrap)
 
 
 def pima_test() -> tuple[pd.DataFrame, np.ndarray]:
@@ -93,7 +93,7 @@ def test_sqlite_lifecycle(sqlite_env: dict[str, str]) -> None:
     assert client.get_registered_model(NAME).tags["champion_history"] == "1"
 
     # Run 3: a gate it cannot pass → registered as challenger, champion untouched.
-    third = run_pipeline(sqlite_env, "--min-auc", "0.99", "--cv-repeats", "1")
+    third = run_pipeline(sqlite_env, *FAST, "--min-auc", "0.99")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "NOT promoted" in third.stdout and "below the floor 0.9900" in third.stdout
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "3"
@@ -115,7 +115,7 @@ def test_sqlite_lifecycle(sqlite_env: dict[str, str]) -> None:
 
 
 def test_gate_against_a_better_champion(sqlite_env: dict[str, str]) -> None:
-    assert run_pipeline(sqlite_env, "--cv-repeats", "1").returncode == 0
+    assert run_pipeline(sqlite_env, *FAST).returncode == 0
     # A deliberately weak model (tiny C: almost no signal) must not replace the champion.
     weak = run_pipeline(
         sqlite_env,
@@ -146,7 +146,7 @@ def test_postgres_backend(postgres_url: str, tmp_path: Path) -> None:
     env = backend_env("", tmp_path / "artifacts")
     env.pop("MLFLOW_TRACKING_URI")
     env["DATABASE_URL"] = postgres_url.replace("postgresql://", "postgres://", 1)
-    proc = run_pipeline(env, "--cv-repeats", "1")
+    proc = run_pipeline(env, *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "postgresql+psycopg2://" in proc.stdout and "promoted to @champion" in proc.stdout
     mlflow.set_tracking_uri(postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1))
@@ -166,8 +166,7 @@ def test_mlflow_run_entry_point(sqlite_env: dict[str, str]) -> None:
             "local",
             "--experiment-name",
             "diabetes-t2",
-            "-P",
-            "cv_repeats=1",
+            *("-P", "cv_repeats=1", "-P", "cv_folds=3", "-P", "family=logistic", "-P", "C=1", "-P", "calibration=none"),
         ],
         cwd=ROOT,
         env=sqlite_env,
@@ -253,7 +252,7 @@ def user_dataset(tmp_path: Path) -> Path:
 def test_user_csv_with_categoricals_missing_values_and_derived_target(tmp_path: Path, sqlite_env) -> None:
     config = user_dataset(tmp_path)
     proc = run_pipeline(
-        sqlite_env, "--config", str(config), "--model-name", "clinic-risk", "--min-auc", "0.55", "--cv-repeats", "1"
+        sqlite_env, *FAST, "--config", str(config), "--model-name", "clinic-risk", "--min-auc", "0.55"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     registry(sqlite_env)

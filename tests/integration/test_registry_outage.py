@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import backend_env, run_pipeline
+from tests.conftest import FAST_TRAIN, backend_env, run_pipeline
 from tests.integration.test_serving import start_server
 
 pytestmark = pytest.mark.slow
-FAST_TRAIN = ("--cv-repeats", "1", "--cv-folds", "3", "--family", "logistic", "--C", "1", "--calibration", "none")
 
 
 class Switch:

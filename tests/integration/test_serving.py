@@ -23,11 +23,11 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE_PATIENT, run_pipeline
+from tests.conftest import EXAMPLE_PATIENT, FAST_TRAIN, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast training options: the tests need a real registered model, not the best one.
-TRAIN_ARGS = ("--cv-repeats", "1", "--cv-folds", "3")
+TRAIN_ARGS = FAST_TRAIN
 
 # Values that appear only in bad requests: they must never come back in a body or show up in a log.
 # Values no log field can produce by chance (the request log prints latencies with three decimals, e.g. 5.9).

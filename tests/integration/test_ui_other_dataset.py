@@ -14,6 +14,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import FAST_TRAIN
 from tests.integration.test_pipeline_e2e import user_dataset
 from tests.ui_stack import ROOT, child_env, free_port, login_off, wait_http  # noqa: F401 - login_off
 from ui import spec
@@ -30,8 +31,8 @@ def clinic_api() -> Iterator[tuple[str, str]]:
     env.update({"MODEL_NAME": NAME, "MODEL_CACHE_DIR": str(work / "cache"), "HOST": "127.0.0.1", "API_AUTH": "off"})
     config = user_dataset(work)
     train = subprocess.run(
-        [sys.executable, "-m", "pipeline.main", "--config", str(config), "--model-name", NAME, "--min-auc", "0.55",
-         "--cv-repeats", "1", "--cv-folds", "3"],
+        [sys.executable, "-m", "pipeline.main", *FAST_TRAIN, "--config", str(config), "--model-name", NAME,
+         "--min-auc", "0.55"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import backend_env, run_pipeline
-
-# No hyperparameter search and no calibration: the tests need a real registered model, not the best one.
-FAST_TRAIN = ("--cv-repeats", "1", "--cv-folds", "3", "--family", "logistic", "--C", "1", "--calibration", "none")
+from tests.conftest import FAST_TRAIN, backend_env, run_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """API authentication, scopes, rate limits and browser headers, in-process (FastAPI TestClient) against a model
-that the real pipeline trained and registered into a throwaway SQLite registry, with the key database in SQLite.
-
-The model is trained once for the module (tens of seconds), hence the slow mark."""
+that the real pipeline trained and registered into a throwaway SQLite registry (the session's, tests/unit/conftest.py),
+with the key database in SQLite."""
 
 from __future__ import annotations
 
@@ -19,9 +18,7 @@ from serving import keys
 from serving.app import create_app
 from serving.model_store import ModelStore
 from serving.settings import Settings
-from tests.conftest import EXAMPLE_PATIENT, backend_env, run_pipeline
-
-pytestmark = pytest.mark.slow
+from tests.conftest import EXAMPLE_PATIENT
 
 JWT_SECRET = secrets.token_urlsafe(32)
 SERVICE_KEY = secrets.token_urlsafe(32)
@@ -35,14 +32,11 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def registry(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     tmp = tmp_path_factory.mktemp("auth-registry")
-    env = backend_env(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts")
-    out = run_pipeline(env, "--cv-repeats", "1", "--cv-folds", "3")
-    assert out.returncode == 0, out.stderr[-3000:]
     settings = Settings.from_env(
         {
-            "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"],
+            "MLFLOW_TRACKING_URI": registry_uri,
             "MODEL_CACHE_DIR": str(tmp / "cache"),
             "HOST": "127.0.0.1",
             "RELOAD_INTERVAL_S": "0",
