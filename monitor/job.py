@@ -5,9 +5,10 @@ at), compares inputs and predictions with the reference distributions stored in 
 scores confirmed outcomes, and writes one MLflow run in experiment ``diabetes-t2-monitoring`` tagged with the
 model name and version: metrics ``prediction_count``, ``risk_level_share_<level>``, ``drift_psi_<feature>``,
 ``drift_pvalue_<feature>`` (KS for numeric, chi-square for categorical), ``missing_rate_<feature>``,
-``prediction_drift_psi``, ``outcome_*`` with CIs and ``outcome_n``; an HTML report; and a ``verdict`` tag
-(ok / warn / alert / no-data) from the dataset config's PSI thresholds. It first purges log rows older than
-``INFERENCE_RETENTION_DAYS`` (default 365).
+``prediction_drift_psi``, ``outcome_*`` with CIs and ``outcome_n``, ``batch_job_count`` / ``batch_rows_scored``
+(the version's batch scoring jobs in the window, from their summary rows; their records are not in the log); an
+HTML report; and a ``verdict`` tag (ok / warn / alert / no-data) from the dataset config's PSI thresholds. It first
+purges log rows older than ``INFERENCE_RETENTION_DAYS`` (default 365).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from common import inference_db
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
 from monitor import stats
 from monitor.report import html_report
-from serving import inference_db
 
 EXPERIMENT = "diabetes-t2-monitoring"
 CHUNK = 20_000
@@ -43,6 +44,18 @@ def purge(engine: sa.Engine, retention_days: int) -> int:
         old = sa.select(log_t.c.request_id).where(log_t.c.ts < cutoff)
         conn.execute(sa.delete(out_t).where(out_t.c.request_id.in_(old)))
         return conn.execute(sa.delete(log_t).where(log_t.c.ts < cutoff)).rowcount
+
+
+def batch_jobs(engine: sa.Engine, name: str, version: str, since: datetime) -> dict[str, float]:
+    """The version's batch jobs that started in the window (one summary row each): how many, and their rows."""
+    t = inference_db.inference_batch_job
+    q = sa.select(
+        sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.rows), 0), sa.func.coalesce(sa.func.sum(t.c.scored), 0)
+    )
+    q = q.where(t.c.model_name == name, t.c.model_version == version, t.c.started_at >= since)
+    with engine.connect() as conn:
+        jobs, rows, scored = conn.execute(q).one()
+    return {"batch_job_count": int(jobs), "batch_rows_total": int(rows), "batch_rows_scored": int(scored)}
 
 
 def model_document(name: str, version: str) -> dict[str, Any]:
@@ -210,13 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         purged = purge(engine, retention)
         since = datetime.now(UTC) - timedelta(days=args.days)
         data = read_log(engine, args.model_name, str(version), since, doc["spec"]["features"])
+        jobs = batch_jobs(engine, args.model_name, str(version), since)
     finally:
         engine.dispose()
     result = analyse(doc, data, thresholds.psi_warn, thresholds.psi_alert)
+    result["metrics"].update(jobs)
     run_id = log_run(result, args.model_name, str(version), args.days, purged)
     m = result["metrics"]
     print(f"log: {redact(url)}; purged {purged} rows older than {retention} days")
-    print(f"model: {args.model_name} version {version}; {m['prediction_count']} predictions in {args.days} days")
+    print(f"model: {args.model_name} version {version}; {m['prediction_count']} predictions in {args.days} days"
+          f" (and {m['batch_job_count']} batch jobs, {m['batch_rows_scored']} rows scored)")  # fmt: skip
     print(f"verdict: {result['verdict']}" + (f" (drift: {', '.join(result['flagged'])})" if result["flagged"] else ""))
     if m.get("outcome_n"):
         print(f"outcomes: {m['outcome_n']}, AUC {m.get('outcome_auc', float('nan')):.3f}")

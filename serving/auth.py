@@ -2,7 +2,7 @@
 
 Credentials accepted, checked in this order:
 - the service key (API_SERVICE_KEY): the Streamlit app's own key, shared with it through a Render env group;
-  scopes API_SERVICE_SCOPES (default predict,info);
+  scopes API_SERVICE_SCOPES (default predict,info,feedback);
 - API keys made by ``python -m serving.keys create`` (``dk_...``), looked up by SHA-256 in the key database;
 - HS256 JWTs signed with JWT_SECRET_KEY (``python -m serving.keys token``): ``exp``, ``iat``, ``sub``, issuer and
   audience ``diabetes-api`` required, scopes space-separated in the ``scope`` claim.
@@ -22,7 +22,8 @@ credential; ``WWW-Authenticate: Bearer``), 403 PERMISSION_DENIED (scope missing)
 (``serving_auth_failures_total{reason}``) and logged with the reason, never with the credential.
 
 Integration: ``install(app, host)`` once; then ``Depends(require("predict"))`` on FastAPI routes, or
-``protect(handler, "predict")`` around a plain Starlette handler. The principal is in ``request.state.principal``.
+``protect(handler, "predict")`` around a plain Starlette handler. The principal is in ``request.state.principal``
+and the caller's name for the logs in ``request.state.caller`` (see ``caller_name``).
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ from serving.settings import SettingsError
 log = logging.getLogger("serving.auth")
 
 FAILURES = Counter("serving_auth_failures_total", "Refused credentials by reason", ["reason"])
-DEFAULT_SERVICE_SCOPES = ("predict", "info")
+DEFAULT_SERVICE_SCOPES = ("predict", "info", "feedback")  # feedback: the app sends confirmed outcomes
 MAX_CREDENTIAL_CHARS = 4096
 CACHE_SIZE = 4096  # credentials remembered per worker
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# The app's logged-in user, sent by the app with its own credential (ui/api.py). A plain token so it cannot
+# smuggle anything into logs: letters, digits and . _ @ + - (user names, e-mail addresses), at most 64.
+USER_HEADER = b"x-inference-user"
+_APP_USER = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+# Credentials allowed to speak for someone else (the app's user, the page that scored): the app's service key,
+# and everyone on the loopback-only API_AUTH=off stack. Any other key's claim is ignored.
+TRUSTED_KINDS = ("service", "local")
 
 
 @dataclass(frozen=True)
@@ -382,9 +390,30 @@ def error_response(request: Request, err: AuthError) -> Response:
     return Response(orjson.dumps(doc), status_code=err.status, media_type="application/json", headers=headers)
 
 
+def caller_name(principal: Principal, raw_headers: list[tuple[bytes, bytes]]) -> str:
+    """Who called, as the inference log and the request log record it (never the credential):
+    ``app:<user>`` when the app's service credential (or the loopback stack) names its logged-in user in
+    ``X-Inference-User``; otherwise the principal's name — a key's name, ``service``, ``jwt:<client>`` or
+    ``local``. A header from any other credential, or one outside the token rule, is ignored."""
+    if principal.kind in TRUSTED_KINDS:
+        for name, value in raw_headers:
+            if name == USER_HEADER:
+                user = value.decode("latin-1")
+                if _APP_USER.fullmatch(user):
+                    return f"app:{user}"
+                break
+    return principal.name
+
+
+def caller(request: Request) -> str:
+    """The caller's name set by ``authorize`` ("anonymous" on a route without authentication)."""
+    return getattr(request.state, "caller", None) or "anonymous"
+
+
 async def authorize(request: Request, scope: str) -> Principal:
     principal = await request.app.state.guard.authorize(request, scope)
     request.state.principal = principal
+    request.state.caller = caller_name(principal, request.scope.get("headers") or [])
     return principal
 
 

@@ -15,7 +15,7 @@ degraded until the spool drains. A graceful shutdown flushes; a hard kill loses 
 
 Environment: INFERENCE_LOG (on|off, default on), INFERENCE_BATCH_ROWS (500), INFERENCE_FLUSH_MS (200),
 INFERENCE_SPOOL_DIR (<repo>/.inference-spool), INFERENCE_SPOOL_MAX_MB (100), INFERENCE_QUEUE_MAX_ROWS (100000),
-plus the database URL of ``serving.inference_db``.
+plus the database URL of ``common.inference_db``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge
 
+from common import inference_db
 from common.backend import PROJECT_ROOT
-from serving import inference_db
-from serving.inference_db import SOURCES
+from common.inference_db import SOURCES
+from serving.auth import TRUSTED_KINDS
 
 log = logging.getLogger("serving.inference_log")
 
@@ -67,7 +68,7 @@ class Config:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
         return cls(
-            enabled=(env.get("INFERENCE_LOG") or "on").strip().lower() not in ("off", "0", "false", "no"),
+            enabled=inference_db.log_enabled(env),
             url=inference_db.database_url(env),
             spool_dir=Path(env.get("INFERENCE_SPOOL_DIR") or PROJECT_ROOT / ".inference-spool"),
             batch_rows=max(1, int(env.get("INFERENCE_BATCH_ROWS") or 500)),
@@ -400,7 +401,7 @@ def record(request: Any, model: Any, route: str, request_id: str, X: Any, out: M
         latency_ms = (time.perf_counter() - t0) * 1000 if t0 is not None else 0.0
         # Only the app's own credential may say which page scored (anyone else could mislabel their rows).
         principal = state.get("principal")
-        trusted = principal is not None and getattr(principal, "kind", "") in ("service", "local")
+        trusted = principal is not None and getattr(principal, "kind", "") in TRUSTED_KINDS
         source = (request.headers.get(SOURCE_HEADER) if trusted else None) or "api"
         w.submit(
             _Item(

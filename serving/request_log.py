@@ -2,7 +2,8 @@
 
 Fields: request id, route, method, status, latency (ms), model version, caller name. Never a body, a query
 string or a feature value: those live only in the access-controlled ``inference_log`` table. The caller is
-whatever the authentication layer put in ``scope["state"]["principal"]`` (a key's name, never the key).
+what the authentication layer put in ``scope["state"]["caller"]`` (a key's name or ``app:<user>``, never the
+key; serving.auth.caller_name).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RequestLogMiddleware:
         finally:
             path = scope.get("path", "")
             model = getattr(self.store, "current", None)
-            caller = state.get("principal") or state.get("caller")
+            caller = state.get("caller") or getattr(state.get("principal"), "name", None)
             log.info(
                 orjson.dumps(
                     {
@@ -66,7 +67,7 @@ class RequestLogMiddleware:
                         "status": seen["status"],
                         "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
                         "model_version": model.version if model is not None else None,
-                        "caller": getattr(caller, "name", caller) or "anonymous",
+                        "caller": caller or "anonymous",
                     }
                 ).decode()
             )

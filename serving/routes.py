@@ -128,9 +128,8 @@ async def invocations(request: Request) -> Response:
 
 
 def _caller(request: Request) -> str:
-    """Who scored, for the inference log: the credential's name (never the credential itself)."""
-    principal = getattr(request.state, "principal", None)
-    return principal.name if principal is not None else "anonymous"
+    """Who scored, for the inference log: the credential's name or the app's user (never the credential)."""
+    return auth.caller(request)
 
 
 def _frame(bad: strict.Collector, media: str, data: bytes, s: Settings) -> Any:

@@ -61,6 +61,7 @@ def child_env(tracking_uri: str, artifact_root: str) -> dict[str, str]:
     """This process's environment, minus anything that could point a child at another registry or API."""
     drop = (
         "MODEL_CACHE_DIR",
+        "INFERENCE_LOG",
         "MLFLOW_TRACKING_URI",
         "MLFLOW_TRACKING_HOSTPORT",
         "DATABASE_URL",
@@ -117,6 +118,9 @@ def start_stack() -> Stack:
     # The API caches downloaded versions by name and version only; a cache shared with other registries (the
     # default is <repo>/.serving-cache) would serve another registry's "version 1".
     env["MODEL_CACHE_DIR"] = str(workdir / "serving-cache")
+    # The API's inference log (what the app scored, the outcomes it sent): this stack's own, not the project's file.
+    env["APP_DATABASE_URL"] = f"sqlite:///{workdir / 'inference.db'}"
+    env["INFERENCE_SPOOL_DIR"] = str(workdir / "inference-spool")
 
     t0 = time.monotonic()
     train = subprocess.run(

@@ -6,6 +6,8 @@ Every failure becomes an ``ApiError`` subclass so pages can show a banner instea
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from typing import Any
 
 import requests
@@ -41,12 +43,33 @@ class ApiValidationError(ApiError):
         self.errors = errors
 
 
+USER_HEADER = "X-Inference-User"
+MAX_USER_CHARS = 64  # the API's bound (serving/auth.py): a longer name would be ignored there
+
+
+def user_token(user: str | None) -> str | None:
+    """The logged-in user as the API accepts it in X-Inference-User: ASCII letters, digits and . _ @ + -, at
+    most 64 characters (accents dropped, anything else becomes ``_``); None when nothing is left."""
+    if not user:
+        return None
+    ascii_ = unicodedata.normalize("NFKD", user).encode("ascii", "ignore").decode("ascii")
+    token = re.sub(r"[^A-Za-z0-9._@+-]", "_", ascii_.strip())[:MAX_USER_CHARS]
+    return token or None
+
+
 def _auth() -> dict[str, str]:
     """The app's own API credential (API_SERVICE_KEY, shared with the API through a Render env group), read on
-    each call so a rotated secret is picked up on the next request. Unset locally, where the API runs with auth
-    off on loopback."""
+    each call so a rotated secret is picked up on the next request, and the logged-in clinician, whom the API
+    records as the caller (``app:<user>``; it trusts the header only from this credential). Unset locally,
+    where the API runs with auth off on loopback."""
+    from ui.login import current_user
+
     key = os.environ.get("API_SERVICE_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    user = user_token(current_user())
+    if user:
+        headers[USER_HEADER] = user
+    return headers
 
 
 def _request(method: str, url: str, timeout: float, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
@@ -88,6 +111,19 @@ def model_info(base_url: str) -> dict[str, Any]:
     body = _json(resp)
     if not isinstance(body, dict) or not isinstance(body.get("features"), list):
         raise ApiBadResponse("/model/info answer without features")
+    return body
+
+
+def feedback(base_url: str, outcomes: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+    """POST /feedback with a list of outcomes (one transaction on the API); returns its counts ``stored``,
+    ``not_found``, ``invalid`` and the ``problems`` by item index. 403: the app's credential lacks the
+    ``feedback`` scope; 409: the API's inference log is off."""
+    resp = _request("POST", f"{base_url}/feedback", timeout, json=outcomes)
+    if resp.status_code != 200:
+        raise ApiUnavailable(f"/feedback answered {resp.status_code}", resp.status_code)
+    body = _json(resp)
+    if not isinstance(body, dict) or not isinstance(body.get("problems"), list) or "stored" not in body:
+        raise ApiBadResponse("/feedback answer without counts")
     return body
 
 

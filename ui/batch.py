@@ -20,8 +20,10 @@ from ui.api import ApiValidationError
 from ui.spec import Feature
 
 # What scoring adds to each row, named as the API names it (the machine-readable download keeps these names;
-# ui/scored.py translates them for people).
-RESULT_COLUMNS = ["probability", "risk_level", "label", "model_version", "errors"]
+# ui/scored.py translates them for people). ``request_id`` and ``row`` name the prediction in the API's inference
+# log: the key a confirmed outcome is sent with (ui/outcomes.py), so they keep these names in both downloads.
+RESULT_COLUMNS = ["probability", "risk_level", "label", "model_version", "request_id", "row", "errors"]
+KEY_COLUMNS = ("request_id", "row")
 
 
 @dataclass
@@ -208,12 +210,16 @@ def score(
                     _append_error(out, i, msg)
         else:
             version = str((body.get("model") or {}).get("version", ""))
-            for i, pred in zip(part, body["predictions"], strict=True):
+            rid = body.get("request_id")
+            for k, (i, pred) in enumerate(zip(part, body["predictions"], strict=True)):
                 pos = out.index[i]
                 out.at[pos, "probability"] = float(pred["probability"])
                 out.at[pos, "risk_level"] = pred.get("risk_level")
                 out.at[pos, "label"] = int(pred["label"])
                 out.at[pos, "model_version"] = version
+                if rid:  # the API logged this patient as row k of request rid
+                    out.at[pos, "request_id"] = str(rid)
+                    out.at[pos, "row"] = k
         done += len(part)
         if progress is not None:
             progress(done, len(index))

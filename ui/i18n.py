@@ -151,6 +151,12 @@ STRINGS: dict[str, dict[str, str]] = {
     "interval_low": {"es": "Límite inferior (90 %)", "en": "Lower limit (90 %)"},
     "interval_high": {"es": "Límite superior (90 %)", "en": "Upper limit (90 %)"},
     "model_version_used": {"es": "Modelo {name}, versión {version}", "en": "Model {name}, version {version}"},
+    "request_reference": {
+        "es": "Referencia de esta evaluación: request_id `{request_id}`, row 0 (para registrar el diagnóstico "
+        "confirmado en «Evaluación por lotes» → «Diagnósticos confirmados»).",
+        "en": "Reference of this assessment: request_id `{request_id}`, row 0 (to record the confirmed diagnosis "
+        "in 'Batch assessment' → 'Confirmed diagnoses').",
+    },
     # ---- batch assessment ----
     "batch_title": {"es": "Evaluación por lotes", "en": "Batch assessment"},
     "batch_intro": {
@@ -198,6 +204,108 @@ STRINGS: dict[str, dict[str, str]] = {
     "col_label": {"es": "clasificación", "en": "classification"},
     "col_model_version": {"es": "versión del modelo", "en": "model version"},
     "col_errors": {"es": "errores", "en": "errors"},
+    # The prediction's key in the API's inference log: the API's names in both languages, because a confirmed
+    # outcome is sent back with them (the outcomes tab reads these columns).
+    "col_request_id": {"es": "request_id", "en": "request_id"},
+    "col_row": {"es": "row", "en": "row"},
+    "scored_keys_help": {
+        "es": "Las columnas request_id y row identifican cada evaluación. Cuando tenga el diagnóstico confirmado, "
+        "añada al archivo las columnas diabetes, test y test_date y súbalo en la pestaña «Diagnósticos "
+        "confirmados».",
+        "en": "The request_id and row columns identify each assessment. Once the diagnosis is confirmed, add the "
+        "columns diabetes, test and test_date to the file and upload it in the 'Confirmed diagnoses' tab.",
+    },
+    # ---- confirmed outcomes (batch page, second tab) ----
+    "tab_patients": {"es": "Evaluar pacientes", "en": "Score patients"},
+    "tab_outcomes": {"es": "Diagnósticos confirmados", "en": "Confirmed diagnoses"},
+    "outcomes_intro": {
+        "es": "Registre el resultado de la prueba de confirmación de pacientes ya evaluados: así se mide si el "
+        "modelo acierta. Un CSV con una fila por evaluación y las columnas:\n\n"
+        "- `request_id` y `row` (`row` es opcional; 0 si falta): los del archivo evaluado que descargó en la otra "
+        "pestaña;\n"
+        "- `diabetes`: sí/no o 1/0;\n"
+        "- `test`: la prueba que lo confirmó, `hba1c`, `fasting_glucose` (glucemia en ayunas) u `ogtt` "
+        "(sobrecarga oral de glucosa);\n"
+        "- `test_date`: la fecha de la prueba, AAAA-MM-DD o DD/MM/AAAA.\n\n"
+        "Las filas sin diagnóstico todavía (las tres últimas columnas vacías) se omiten. Enviar de nuevo el mismo "
+        "diagnóstico lo corrige, no lo duplica.",
+        "en": "Record the result of the confirming test for patients already assessed: this is how the model's "
+        "accuracy is measured. A CSV with one row per assessment and the columns:\n\n"
+        "- `request_id` and `row` (`row` is optional; 0 when absent): those of the scored file downloaded in the "
+        "other tab;\n"
+        "- `diabetes`: yes/no or 1/0;\n"
+        "- `test`: the confirming test, `hba1c`, `fasting_glucose` or `ogtt` (oral glucose tolerance test);\n"
+        "- `test_date`: the date of the test, YYYY-MM-DD.\n\n"
+        "Rows without a diagnosis yet (the last three columns empty) are skipped. Sending the same diagnosis again "
+        "corrects it; it is never stored twice.",
+    },
+    "outcomes_template": {"es": "Descargar plantilla de diagnósticos", "en": "Download the diagnoses template"},
+    "outcomes_upload_label": {"es": "Archivo CSV de diagnósticos confirmados", "en": "Confirmed diagnoses CSV file"},
+    "outcomes_upload_help": {
+        "es": "Una fila por evaluación, con las columnas indicadas arriba. Tamaño máximo: {size} MB.",
+        "en": "One row per assessment, with the columns listed above. Maximum size: {size} MB.",
+    },
+    "outcomes_missing_columns": {
+        "es": "Faltan columnas: {columns}. No se puede enviar ningún diagnóstico.",
+        "en": "Columns are missing: {columns}. No diagnosis can be sent.",
+    },
+    "outcomes_duplicate_columns": {
+        "es": "Hay más de una columna {columns} (sin distinguir mayúsculas): deje solo una.",
+        "en": "More than one column is named {columns} (ignoring case): keep only one.",
+    },
+    "outcomes_ready": {"es": "Listos para enviar", "en": "Ready to send"},
+    "outcomes_pending": {"es": "Sin diagnóstico (se omiten)", "en": "No diagnosis yet (skipped)"},
+    "outcomes_all_valid": {
+        "es": "Todas las filas con diagnóstico son válidas.",
+        "en": "Every row with a diagnosis is valid.",
+    },
+    "outcomes_send": {"es": "Enviar {n} diagnósticos", "en": "Send {n} diagnoses"},
+    "outcomes_sending": {"es": "Enviando… {done}/{total}", "en": "Sending… {done}/{total}"},
+    "outcomes_result_title": {"es": "Resultado del envío", "en": "What was stored"},
+    "outcomes_stored": {"es": "Guardados", "en": "Stored"},
+    "outcomes_not_found": {"es": "Evaluación desconocida", "en": "Unknown request id"},
+    "outcomes_invalid": {"es": "No válidos", "en": "Invalid"},
+    "outcomes_summary": {
+        "es": "{stored} de {total} diagnósticos guardados junto a su evaluación.",
+        "en": "{stored} of {total} diagnoses stored with their assessment.",
+    },
+    "outcomes_forbidden": {
+        "es": "El servicio de predicción no permite a esta aplicación registrar diagnósticos (falta el permiso "
+        "«feedback» en API_SERVICE_SCOPES). Avise al equipo técnico.",
+        "en": "The prediction service does not let this app record diagnoses (the 'feedback' scope is missing "
+        "from API_SERVICE_SCOPES). Tell the technical team.",
+    },
+    "outcomes_log_off": {
+        "es": "El registro de predicciones del servicio está desactivado (INFERENCE_LOG=off): los diagnósticos no "
+        "se pueden asociar a ninguna evaluación.",
+        "en": "The prediction service's inference log is off (INFERENCE_LOG=off): diagnoses cannot be matched "
+        "to any assessment.",
+    },
+    "outcome_rule_required": {"es": "dato obligatorio vacío", "en": "required value is empty"},
+    "outcome_rule_bad_request_id": {
+        "es": "no es un request_id (letras, cifras, . _ -; hasta 64)",
+        "en": "not a request_id (letters, digits, . _ -; up to 64)",
+    },
+    "outcome_rule_bad_row": {"es": "debe ser un número entero ≥ 0", "en": "must be a whole number ≥ 0"},
+    "outcome_rule_bad_yes_no": {"es": "debe ser sí/no o 1/0", "en": "must be yes/no or 1/0"},
+    "outcome_rule_bad_test": {
+        "es": "prueba no admitida (admitidas: hba1c, fasting_glucose, ogtt)",
+        "en": "test not accepted (accepted: hba1c, fasting_glucose, ogtt)",
+    },
+    "outcome_rule_bad_date": {
+        "es": "no es una fecha (AAAA-MM-DD o DD/MM/AAAA)",
+        "en": "not a date (YYYY-MM-DD)",
+    },
+    "outcome_rule_future_date": {"es": "la fecha es futura", "en": "the date is in the future"},
+    "outcome_rule_duplicate": {
+        "es": "la misma evaluación (request_id y row) ya está en la fila {detail}",
+        "en": "the same assessment (request_id and row) is already in row {detail}",
+    },
+    "outcome_rule_not_found": {
+        "es": "el servicio no tiene ninguna evaluación con este request_id y row",
+        "en": "the service has no assessment with this request_id and row",
+    },
+    "outcome_rule_api_invalid": {"es": "rechazado por el servicio: {detail}", "en": "refused by the service: {detail}"},
     "csv_unreadable": {
         "es": "No se pudo leer el archivo como CSV. Compruebe el formato.",
         "en": "The file could not be read as CSV. Check its format.",

@@ -60,6 +60,21 @@ def require(settings: Settings) -> None:
     _builtin(settings)
 
 
+def current_user() -> str | None:
+    """The logged-in clinician: the built-in login's user name, or the identity provider's e-mail (else its
+    subject); None with login off or outside a session. The API records it as the caller of what the app sends
+    (ui/api.py, header X-Inference-User)."""
+    try:
+        session = st.session_state.get("auth")
+        if session and session.get("user"):
+            return str(session["user"])
+        if st.user.is_logged_in:
+            return str(st.user.get("email") or st.user.get("sub") or "") or None
+    except Exception:  # noqa: BLE001 - no script run (a test calling the client directly) or no identity provider
+        return None
+    return None
+
+
 def _builtin(settings: Settings) -> None:
     session = st.session_state.get("auth")
     now = time.monotonic()

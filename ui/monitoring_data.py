@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from serving.inference_db import inference_log as LOG
-from serving.inference_db import inference_outcome as OUTCOME
+from common.inference_db import inference_log as LOG
+from common.inference_db import inference_outcome as OUTCOME
 
 MAX_OUTCOMES = 50_000  # outcome rows fetched for AUC/Brier/CIs (confirmed outcomes are few next to predictions)
 # Drift is estimated on a random sample of about this many rows (Postgres): extracting every feature from the JSON

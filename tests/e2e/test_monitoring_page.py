@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from serving.inference_db import migrate
+from common.inference_db import migrate
 from tests.conftest import ROOT
 from tests.inference_helpers import free_port, trained_registry
 

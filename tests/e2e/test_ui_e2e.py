@@ -291,13 +291,14 @@ def test_batch_upload_and_scored_download(
 
     page = app.page
     page.goto(f"{app.url}/lotes")
-    dropzone = page.locator('[data-testid="stFileUploaderDropzone"]')
+    # Two tabs, each with an uploader (patients first, then confirmed diagnoses): the patients' one is the first.
+    dropzone = page.locator('[data-testid="stFileUploaderDropzone"]').first
     dropzone.wait_for(timeout=30_000)
     # Streamlit's uploader writes "Upload" and "200MB per file • CSV" in English: replaced by our text.
     button_text = dropzone.locator("button").evaluate("b => getComputedStyle(b, '::after').content")
     assert button_text == f'"{tr("upload_button", "es")}"'
     assert "Upload" not in dropzone.inner_text() and "per file" not in dropzone.inner_text()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(upload))
     score = page.get_by_role("button", name=tr("score_button", "es", n=29))
     score.wait_for(timeout=30_000)
     page.get_by_text(tr("validation_title", "es")).wait_for()
@@ -336,6 +337,21 @@ def test_batch_upload_and_scored_download(
     assert scored.loc[valid, "probability"].tolist() == pytest.approx([p["probability"] for p in expected], abs=1e-12)
     assert scored.loc[valid, "risk_level"].tolist() == [p["risk_level"] for p in expected]
     assert scored.loc[valid, "model_version"].astype(str).unique().tolist() == [str(info["version"])]
+
+    # Back in as confirmed diagnoses: the file for people, with the three outcome columns filled in for two
+    # patients (the others stay pending), uploaded in the second tab and sent to the API.
+    human["diabetes"], human["test"], human["test_date"] = "", "", ""
+    human.loc[[0, 1], ["diabetes", "test", "test_date"]] = [["sí", "HbA1c", "15/01/2026"], ["no", "ogtt", "2026-01-20"]]
+    diagnoses = tmp_path / "diagnosticos.csv"
+    human.to_csv(diagnoses, sep=";", index=False, encoding="utf-8-sig")
+    page.get_by_role("tab", name=tr("tab_outcomes", "es")).click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(str(diagnoses))
+    send = page.get_by_role("button", name=tr("outcomes_send", "es", n=2))
+    send.wait_for(timeout=30_000)
+    send.click()
+    page.get_by_text(tr("outcomes_summary", "es", stored=2, total=2)).wait_for(timeout=30_000)
+    wait_idle(page)
+    screenshot(page, "2b-diagnosticos-confirmados")
 
 
 def test_model_page_and_memory(app: App, info: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from mlflow import MlflowClient
 
+from common import inference_db
 from tests.conftest import FAST_TRAIN, ROOT, backend_env, run_pipeline
 from tests.integration.test_pipeline_e2e import user_dataset
 
@@ -41,6 +43,10 @@ N = 3000
 def clinic() -> Iterator[dict]:
     work = Path(tempfile.mkdtemp(prefix="batch-"))
     env = backend_env(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
+    # The inference log the jobs record their summary row in: this test's own (never the project's .inference.db).
+    env["APP_DATABASE_URL"] = f"sqlite:///{work / 'inference.db'}"
+    env.pop("INFERENCE_LOG", None)
+    inference_db.migrate(env["APP_DATABASE_URL"])
     config = user_dataset(work)
     proc = run_pipeline(env, *FAST_TRAIN, "--config", str(config), "--model-name", NAME, "--min-auc", "0.55")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,6 +125,14 @@ def test_local_engine_scores_a_raw_export_through_the_config_mapping(clinic: dic
     reasons = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="errors.json"))
                          .read_text())["reasons"]  # fmt: skip
     assert reasons == {reason: 1 for *_, reason in BAD}
+    assert run.data.tags["inference_log"] == "recorded"
+    (job,) = batch_jobs(clinic["env"]["APP_DATABASE_URL"], run_id)  # one summary row, not one per scored record
+    assert (job["rows"], job["scored"], job["invalid"]) == (N, N - len(BAD), len(BAD))
+    assert job["errors"] == reasons and job["status"] == "succeeded" and job["message"] is None
+    assert (job["model_name"], job["model_version"], job["engine"], job["source"]) == (NAME, version, "local", "batch")
+    assert job["input_uri"] == str(clinic["work"] / "export.csv") and job["output_uri"] == str(out_path)
+    assert job["rows_per_second"] == pytest.approx(m["rows_per_second"]) and job["finished_at"] >= job["started_at"]
+    assert SECRET_AGE not in json.dumps(job, default=str)
 
 
 def test_folder_of_parts_and_glob_score_like_one_file(clinic: dict) -> None:
@@ -141,11 +155,24 @@ def test_folder_of_parts_and_glob_score_like_one_file(clinic: dict) -> None:
         assert_matches(out, clinic["expected"], clinic["raw"]["patient_id"])
 
 
-def test_max_error_rate_stops_a_bad_file_with_a_one_line_summary(clinic: dict) -> None:
+def batch_jobs(url: str, job_id: str | None = None) -> list[dict]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    table = inference_db.inference_batch_job
+    q = sa.select(table).order_by(table.c.started_at)
+    with engine.connect() as conn:
+        out = [dict(r._mapping) for r in conn.execute(q if job_id is None else q.where(table.c.job_id == job_id))]
+    engine.dispose()
+    return out
+
+
+def test_max_error_rate_stops_a_bad_file_with_a_one_line_summary(clinic: dict, postgres_url: str) -> None:
+    """Also: both jobs, the failed and the passing one, leave their summary row in an inference log on Postgres."""
     bad = clinic["raw"].copy()
     bad.loc[2000:2099, "age_years"] = SECRET_AGE  # 100 more of 3000 rows out of range: 106 (3.53 %) invalid
     src, out_path = clinic["work"] / "bad.csv", clinic["work"] / "bad-scores.parquet"
     bad.to_csv(src, index=False)
+    inference_db.migrate(inference_db.database_url({"APP_DATABASE_URL": postgres_url}))  # the API made the log
+    clinic = {**clinic, "env": {**clinic["env"], "APP_DATABASE_URL": postgres_url}}
     proc = batch(clinic, "--input", str(src), "--output", str(out_path), "--config", clinic["config"])
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
@@ -158,6 +185,13 @@ def test_max_error_rate_stops_a_bad_file_with_a_one_line_summary(clinic: dict) -
                  "--max-error-rate", "0.05")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert pd.read_parquet(out_path)["error"].notna().sum() == 106
+    failed, passed = batch_jobs(postgres_url)
+    assert (failed["status"], passed["status"]) == ("failed", "succeeded")
+    assert failed["message"] == last.removeprefix("batch scoring failed: ") and passed["message"] is None
+    for job in (failed, passed):
+        assert (job["rows"], job["invalid"], job["scored"]) == (3000, 106, 2894)
+        assert job["errors"]["edad: must be between 18 and 100"] == 101 and job["started_at"].tzinfo is not None
+    assert SECRET_AGE not in json.dumps([failed, passed], default=str)
 
 
 def test_missing_required_column_is_refused_up_front(clinic: dict) -> None:

@@ -265,9 +265,10 @@ def test_feedback_joins_outcomes_to_predictions(registry, postgres_url: str, tmp
     env, _ = registry
     api = start_api(env, tmp_path, postgres_url)
     try:
-        r = requests.post(api.url + "/predict", data=json.dumps(_patients(3)).encode(), headers=JSON, timeout=30)
+        as_app = {**JSON, "X-Inference-User": "nurse.1"}  # the app names its user (trusted: auth is off on loopback)
+        r = requests.post(api.url + "/predict", data=json.dumps(_patients(3)).encode(), headers=as_app, timeout=30)
         rid = r.json()["request_id"]
-        wait_rows(postgres_url, 3)
+        assert {x["caller"] for x in wait_rows(postgres_url, 3)} == {"app:nurse.1"}
         fb = api.url + "/feedback"
         ok = {"request_id": rid, "row": 2, "diabetes": True, "test": "hba1c", "test_date": "2026-01-15"}
         assert requests.post(fb, json=ok, timeout=10).status_code == 200
@@ -283,18 +284,34 @@ def test_feedback_joins_outcomes_to_predictions(registry, postgres_url: str, tmp
         future = requests.post(fb, json={**ok, "test_date": "2999-01-01"}, timeout=10)
         assert future.status_code == 422 and future.json()["errors"][0]["field"] == "test_date"
         assert requests.post(fb, data=b"{", headers=JSON, timeout=10).status_code == 400
+        # The bulk form (the app's outcomes CSV): one transaction, per-item results, idempotent on (request_id, row).
+        r2 = requests.post(api.url + "/predict", json=_patients(2), timeout=30).json()["request_id"]
+        wait_rows(postgres_url, 5)
+        items = [
+            {"request_id": r2, "row": 1, "diabetes": True, "test": "ogtt", "test_date": "2026-02-01"},
+            {"request_id": r2, "row": 7, "diabetes": True, "test": "ogtt", "test_date": "2026-02-01"},
+            {"request_id": r2, "row": 0, "diabetes": "maybe", "test": "ogtt", "test_date": "2026-02-01"},
+        ]
+        for _ in range(2):
+            bulk = requests.post(fb, data=json.dumps(items).encode(), headers=as_app, timeout=10)
+            assert bulk.status_code == 200, bulk.text
+            assert {k: bulk.json()[k] for k in ("stored", "not_found", "invalid")} == {
+                "stored": 1, "not_found": 1, "invalid": 1}  # fmt: skip
+            assert [(p["index"], p["status"]) for p in bulk.json()["problems"]] == [(1, "not_found"), (2, "invalid")]
     finally:
         api.stop()
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.connect() as conn:
         joined = conn.execute(
             sa.text(
-                "SELECT l.row, l.probability, o.diabetes, o.test FROM inference_log l "
-                "JOIN inference_outcome o USING (request_id, row) ORDER BY l.row"
+                "SELECT request_id, l.row, l.probability, o.diabetes, o.test, o.caller FROM inference_log l "
+                "JOIN inference_outcome o USING (request_id, row) ORDER BY l.row, request_id"
             )
         ).all()
     engine.dispose()
-    assert [(j.row, j.diabetes, j.test) for j in joined] == [(0, False, "ogtt"), (2, True, "fasting_glucose")]
+    assert [(j.request_id == rid, j.row, j.diabetes, j.test, j.caller) for j in joined] == [
+        (True, 0, False, "ogtt", "local"), (False, 1, True, "ogtt", "app:nurse.1"),
+        (True, 2, True, "fasting_glucose", "local")]  # fmt: skip
 
 
 def _training_patients(n: int, glucose_shift: float, seed: int = 1) -> tuple[list[dict], list[int]]:
@@ -334,6 +351,15 @@ def test_monitor_flags_the_shifted_feature_only(registry, postgres_url: str, tmp
         api.stop()
     child = {k: v for k, v in env.items() if k != "MLFLOW_RUN_ID"}
     child["APP_DATABASE_URL"] = postgres_url
+    # Two batch jobs' summary rows (pipeline/batch/joblog.py), one of them for another version: the run counts one.
+    from datetime import UTC, datetime
+
+    from pipeline.batch import joblog
+
+    for job_id, version in (("job-v1", "1"), ("job-v9", "9")):
+        job = joblog.Job(job_id, datetime.now(UTC), "diabetes-t2", version, "models:/diabetes-t2/1", "in.csv",
+                         "out.parquet", "local", rows=500, invalid=5)  # fmt: skip
+        assert joblog.record(job, datetime.now(UTC), {"APP_DATABASE_URL": postgres_url}) == "recorded"
     out = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local", "-e", "monitor", "-P", "days=30"],
         cwd=ROOT, env=child, capture_output=True, text=True, timeout=300,
@@ -345,6 +371,7 @@ def test_monitor_flags_the_shifted_feature_only(registry, postgres_url: str, tmp
     m, tags = run.data.metrics, run.data.tags
     assert tags["model_version"] == "1" and tags["model_name"] == "diabetes-t2"
     assert m["prediction_count"] == len(patients)
+    assert (m["batch_job_count"], m["batch_rows_scored"]) == (1, 495)  # batch rows are not in prediction_count
     assert m["drift_psi_glucosa"] >= 0.25
     others = {k: v for k, v in m.items() if k.startswith("drift_psi_") and k != "drift_psi_glucosa"}
     assert len(others) == 6 and max(others.values()) < 0.1, others

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
+import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import example_patient as patient
@@ -366,6 +368,92 @@ def test_batch_empty_file_says_so(app_env: Stack, data: bytes) -> None:
     at.file_uploader(key="upload").set_value(("p.csv", data, "text/csv")).run()
     assert not at.exception
     assert [e.value for e in at.error] == [tr("csv_empty", "es")]
+
+
+# ---- Diagnósticos confirmados (second tab of the batch page) and who asked ------------------------------------
+def logged(stack: Stack, request_id: str, n: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The API's inference-log rows of one request, once all ``n`` are written (the writer flushes off the request
+    path)."""
+    from tests.inference_helpers import log_rows
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = [r for r in log_rows(stack.env["APP_DATABASE_URL"]) if r["request_id"] == request_id]
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_confirmed_outcomes_from_the_scored_file_join_their_predictions(app_env: Stack, info: dict[str, Any]) -> None:
+    """Score three patients, take request_id and row from the scored table, upload a CSV of outcomes for them
+    (plus an unknown id, a pending row and a bad one), send it: the summary says what was stored, and the outcomes
+    are in the API's inference_outcome, joined to their predictions."""
+    good = patient(info["features"])
+    at = run_app("views/batch.py")
+    assert [t.label for t in at.tabs] == [tr("tab_patients", "es"), tr("tab_outcomes", "es")]
+    csv = pd.DataFrame([{"id": k, **good} for k in "ABC"]).to_csv(index=False).encode()
+    at.file_uploader(key="upload").set_value(("p.csv", csv, "text/csv")).run()
+    at.button(key="score").click().run()
+    scored = scored_table(at)
+    (rid,) = set(scored["request_id"])
+    assert scored["row"].tolist() == ["0", "1", "2"]
+    assert len(logged(app_env, rid, 3)) == 3
+
+    outcomes_csv = (
+        "request_id;row;diabetes;test;test_date\n"
+        f"{rid};0;sí;HbA1c;15/01/2026\n"
+        f"{rid};2;no;ogtt;2026-01-20\n"
+        "no-such-request;0;1;ogtt;2026-01-20\n"
+        f"{rid};1;;;\n"  # not confirmed yet
+        f"{rid};1;quizá;ogtt;2026-01-20\n"
+    ).encode()
+    at.file_uploader(key="outcomes_upload").set_value(("d.csv", outcomes_csv, "text/csv")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    tab = at.tabs[1]
+    before = {m.label: m.value for m in tab.metric}
+    assert before == {tr("rows_total", "es"): "5", tr("outcomes_ready", "es"): "3", tr("outcomes_pending", "es"): "1",
+                      tr("rows_invalid", "es"): "1"}  # fmt: skip
+    report = next(d.value for d in tab.dataframe if tr("problem", "es") in d.value.columns)
+    assert report.values.tolist() == [[5, "diabetes", tr("outcome_rule_bad_yes_no", "es")]]
+    assert "quizá" not in report.to_string()
+
+    at.button(key="send_outcomes").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    tab = at.tabs[1]
+    after = {m.label: m.value for m in tab.metric}
+    assert {k: after[tr(k, "es")] for k in ("outcomes_stored", "outcomes_not_found", "outcomes_invalid")} == {
+        "outcomes_stored": "2", "outcomes_not_found": "1", "outcomes_invalid": "1"}  # fmt: skip
+    assert tr("outcomes_summary", "es", stored=2, total=3) in [x.value for x in tab.success]
+    sent = next(d.value for d in tab.dataframe if d.value.shape[0] == 1 and 3 in d.value.iloc[:, 0].tolist())
+    assert sent.values.tolist() == [[3, "request_id", tr("outcome_rule_not_found", "es")]]
+
+    engine = sa.create_engine(app_env.env["APP_DATABASE_URL"])
+    with engine.connect() as conn:
+        joined = conn.execute(sa.text(
+            "SELECT l.row, l.source, o.diabetes, o.test, o.test_date FROM inference_log l JOIN inference_outcome o "
+            "ON o.request_id = l.request_id AND o.row = l.row WHERE l.request_id = :rid ORDER BY l.row"
+        ), {"rid": rid}).all()  # fmt: skip
+    engine.dispose()
+    assert [tuple(j) for j in joined] == [(0, "app-batch", 1, "hba1c", "2026-01-15"),
+                                          (2, "app-batch", 0, "ogtt", "2026-01-20")]  # fmt: skip
+
+
+def test_the_logged_in_clinician_is_the_caller(app_env: Stack, info: dict[str, Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Issue 9: the log's caller is the app's user (``app:<user>``), sent as a plain token, never a credential."""
+    monkeypatch.setenv("UI_AUTH", "builtin")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.session_state["auth"] = {"user": "Ana García", "seen": time.monotonic()}  # as the login form leaves it
+    at.run()
+    assert not at.exception
+    fill(at, patient(info["features"]))
+    at.button(key="submit").click().run()
+    assert probability_shown(at) is not None
+    prefix = tr("request_reference", "es", request_id="").split("`")[0]
+    reference = next(c.value for c in at.caption if c.value.startswith(prefix))
+    rid = reference.split("`")[1]
+    (row,) = logged(app_env, rid, 1)
+    assert (row["caller"], row["source"], row["route"]) == ("app:Ana_Garcia", "app-individual", "/predict")
 
 
 # ---- Modelo -------------------------------------------------------------------------------------------------

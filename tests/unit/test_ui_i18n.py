@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ui.batch import RESULT_COLUMNS
 from ui.i18n import LANGS, STRINGS, UNITS, tr
+from ui.outcomes import RULES as OUTCOME_RULES
 
 UI = Path(__file__).resolve().parents[2] / "ui"
 
@@ -59,6 +60,7 @@ def test_every_key_used_in_the_code_exists() -> None:
         )
     }  # built as t(f"rule_{p.rule}") in components.problem_text
     used |= {f"col_{c}" for c in RESULT_COLUMNS}  # built in ui/scored.py
+    used |= {f"outcome_rule_{r}" for r in OUTCOME_RULES}  # built in ui/views/batch.py (confirmed outcomes)
     used |= {f"gate_reason_{c}" for c in gate_codes()}  # built in components.gate_reasons
     assert used, "no t(...) calls found"
     assert sorted(used - set(STRINGS)) == []

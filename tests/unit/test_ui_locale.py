@@ -66,14 +66,19 @@ def test_numbers_use_the_language_decimal_separator() -> None:
     assert spec.decimal(0.8123456, "es", 3) == "0,812"
 
 
-def _scored(csv_text: str, features: list[dict]) -> tuple[batch.Validation, pd.DataFrame]:
+def _scored(csv_text: str, features: list[dict], chunk_rows: int = 10) -> tuple[batch.Validation, pd.DataFrame]:
     check = batch.validate(batch.read_csv(csv_text.encode()), features)
     preds = {"model": {"version": "3"}, "predictions": []}
 
     def call(records: list[dict]) -> dict:
-        return {**preds, "predictions": [{"probability": 0.8134, "risk_level": "high", "label": 1}] * len(records)}
+        rid = f"req{len(calls)}"
+        calls.append(rid)
+        return {**preds, "request_id": rid,
+                "predictions": [{"probability": 0.8134, "risk_level": "high", "label": 1}] * len(records)}  # fmt: skip
 
-    return check, batch.score(check, call, 10)
+    calls: list[str] = []
+
+    return check, batch.score(check, call, chunk_rows)
 
 
 def test_scored_csv_for_people_follows_the_language() -> None:
@@ -85,13 +90,14 @@ def test_scored_csv_for_people_follows_the_language() -> None:
     data = scored.to_csv(table, "es", scored.HUMAN)
     assert data.startswith(b"\xef\xbb\xbf")  # Excel reads the accents of «clasificación»
     back = pd.read_csv(io.StringIO(data.decode("utf-8-sig")), sep=";", dtype=str, keep_default_na=False)
-    assert back.iloc[0].tolist() == ["A", "120,5", "50", "81,3", "Alto", "Positivo", "3", ""]
+    assert back.iloc[0].tolist() == ["A", "120,5", "50", "81,3", "Alto", "Positivo", "3", "req0", "0", ""]
     assert back.iloc[1].tolist()[:4] == ["B", "500", "50", ""]  # the bad value as typed, no result
     assert back.iloc[1, -1] == "glucosa: out_of_range"
 
     table, _ = scored.table(check, results, [GLUCOSE, AGE], BANDS, "en", scored.HUMAN)
     back = pd.read_csv(io.BytesIO(scored.to_csv(table, "en", scored.HUMAN)), dtype=str, keep_default_na=False)
-    assert list(back.columns)[3:] == ["probability (%)", "risk level", "classification", "model version", "errors"]
+    assert list(back.columns)[3:] == ["probability (%)", "risk level", "classification", "model version",
+                                      "request_id", "row", "errors"]  # fmt: skip
     assert back.iloc[0].tolist()[:7] == ["A", "120.5", "50", "81.3", "High", "Positive", "3"]
 
 
@@ -103,6 +109,18 @@ def test_scored_csv_for_programs_uses_the_api_names_and_a_decimal_point() -> Non
         assert list(back.columns) == ["id", "glucosa", "edad", *batch.RESULT_COLUMNS]
         assert back.loc[0, "glucosa"] == 120.5 and back.loc[0, "probability"] == 0.8134
         assert back.loc[0, "risk_level"] == "high" and back.loc[0, "label"] == 1
+
+
+def test_scored_rows_carry_the_key_of_their_logged_prediction() -> None:
+    """request_id and row (the position in the request that scored it) for each scored row, in both files:
+    the key a confirmed outcome is sent back with. Unscored rows have none."""
+    check, results = _scored("id,glucosa,edad\nA,120,50\nB,500,50\nC,130,60\nD,140,70\n", [GLUCOSE, AGE], 2)
+    assert results["request_id"].tolist() == ["req0", None, "req0", "req1"]  # A and C in the first chunk
+    assert results["row"].tolist() == [0, None, 1, 0]
+    for lang, mode in (("es", scored.HUMAN), ("en", scored.MACHINE)):
+        table, _ = scored.table(check, results, [GLUCOSE, AGE], BANDS, lang, mode)
+        keys = table[["request_id", "row"]].astype(object).where(table[["request_id", "row"]].notna(), None)
+        assert keys.values.tolist() == [["req0", "0"], [None, None], ["req0", "1"], ["req1", "0"]]
 
 
 @pytest.mark.parametrize(("lang", "mode", "clash"), [("es", scored.HUMAN, "Probabilidad (%)"),

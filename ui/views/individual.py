@@ -119,6 +119,8 @@ def show_result(result: dict[str, Any], not_measured: set[str]) -> None:
     st.caption(
         t("model_version_used", name=(body.get("model") or {}).get("name", info.get("name", "")), version=served)
     )
+    if body.get("request_id"):  # the key to send the confirmed diagnosis with (batch page, second tab)
+        st.caption(t("request_reference", request_id=body["request_id"]))
 
 
 # Plain widgets rather than st.form: the "not measured" checkbox must disable its input as soon as it is ticked.

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import streamlit as st
 
 from common.backend import redact
+from common.inference_db import database_url, make_engine
 from monitor import stats
-from serving.inference_db import database_url, make_engine
 from ui import monitoring_data as data
 from ui import registry
 from ui.i18n import current_lang, t

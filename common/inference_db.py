@@ -1,9 +1,14 @@
-"""The API's own database: the inference log (every scored row) and the outcomes confirmed later.
+"""The inference log's database: every scored row (``inference_log``), the outcomes confirmed later
+(``inference_outcome``) and one summary row per batch scoring job (``inference_batch_job``).
+
+Shared here because three parts write or read it without importing each other: the API (serving/) logs
+predictions and outcomes, the batch job (pipeline/batch/) records its jobs, the monitor job and the app's
+monitoring page read it.
 
 Which database: ``APP_DATABASE_URL``, else ``DATABASE_URL``, else a git-ignored SQLite file in the project
-(``.inference.db``). The schema is owned by Alembic (``serving/migrations``) with its OWN version table,
-``inference_alembic_version``, so other parts of the API can keep their own migration history in the same
-database without the two fighting over the default ``alembic_version`` row.
+(``.inference.db``). The schema is owned by Alembic (``common/inference_migrations``) with its OWN version
+table, ``inference_alembic_version``, so other parts of the API can keep their own migration history in the
+same database without the two fighting over the default ``alembic_version`` row.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from common.backend import PROJECT_ROOT, normalize_database_url
 
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / ".inference.db"
 VERSION_TABLE = "inference_alembic_version"
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = Path(__file__).with_name("inference_migrations")
 
 # Interfaces other tools rely on (issue 9): table and column names are fixed.
 SOURCES = ("api", "app-individual", "app-batch", "batch")
@@ -63,6 +68,36 @@ inference_outcome = sa.Table(
     sa.Column("caller", sa.String(200), nullable=False),
 )
 
+# One row per batch scoring job (pipeline/batch), never one per scored record: those are in the job's output.
+BATCH_STATUSES = ("succeeded", "failed")
+inference_batch_job = sa.Table(
+    "inference_batch_job",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),  # the job's MLflow run id
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("model_uri", sa.Text, nullable=False),
+    sa.Column("input_uri", sa.Text, nullable=False),
+    sa.Column("output_uri", sa.Text, nullable=False),
+    sa.Column("engine", sa.String(16), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("scored", sa.BigInteger, nullable=False),
+    sa.Column("invalid", sa.BigInteger, nullable=False),
+    sa.Column("errors", _json, nullable=False),  # {"field: rule": rows}; never a value
+    sa.Column("rows_per_second", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),  # why a failed job failed (one line, no values)
+    sa.Column("source", sa.String(16), nullable=False),  # "batch", as in inference_log.source
+)
+
+
+def log_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``INFERENCE_LOG`` (default on): off, 0, false or no disables the log everywhere."""
+    env = os.environ if env is None else env
+    return (env.get("INFERENCE_LOG") or "on").strip().lower() not in ("off", "0", "false", "no")
+
 
 def database_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
@@ -85,6 +120,20 @@ def make_engine(url: str, *, read_only: bool = False, connect_timeout_s: int = 3
 
 
 _migrating = threading.Lock()
+
+
+def has_log(url: str) -> bool:
+    """Whether this database holds the inference log (the API or the monitor job created it). Never creates
+    anything: a SQLite file that does not exist is not opened (connecting would create it)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if not path or path == ":memory:" or not Path(path).is_file():
+            return False
+    engine = make_engine(url)
+    try:
+        return sa.inspect(engine).has_table("inference_log")
+    finally:
+        engine.dispose()
 
 
 def migrate(url: str) -> None:

@@ -1,10 +1,10 @@
-"""Alembic environment for the API's own tables (inference log, outcomes). Online migrations only."""
+"""Alembic environment for the inference log's tables (common/inference_db.py). Online migrations only."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from serving.inference_db import VERSION_TABLE, make_engine, metadata
+from common.inference_db import VERSION_TABLE, make_engine, metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 engine = make_engine(url)
