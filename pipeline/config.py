@@ -143,7 +143,7 @@ class Monitoring(BaseModel):
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    description: str = ""
+    description: str | Text = ""  # one text, or one per language ({es, en}) for the clinicians' app
     train: str
     test: str | None = None
     test_size: float = Field(default=0.25, gt=0, lt=1)  # used only when there is no test file

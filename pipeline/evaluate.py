@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.calibration import CalibrationDisplay
+from sklearn.calibration import CalibrationDisplay, calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -25,6 +25,7 @@ from sklearn.metrics import (
     brier_score_loss,
     log_loss,
     roc_auc_score,
+    roc_curve,
 )
 
 from pipeline.config import DatasetConfig
@@ -125,6 +126,11 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _english(text: Any) -> str:
+    """A config text that may be one per language: the card (for data scientists, in MLflow) is in English."""
+    return text.get("en", "") if isinstance(text, dict) else str(text or "")
+
+
 def model_card(spec: dict[str, Any]) -> str:
     m = spec["metrics"]
     feats = "\n".join(
@@ -151,7 +157,7 @@ to decide who should be tested. It is **not a diagnosis**: confirm with fasting 
 an oral glucose tolerance test, read by a clinician.
 
 ## Population and data
-{spec["description"]}
+{_english(spec["description"])}
 Training rows: {spec["n_train"]}; held-out test rows: {spec["n_test"]}.
 Data checksum (sha256): `{spec["data_checksum"]}`.
 
@@ -305,6 +311,23 @@ def decision_curve(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray = DC_THR
     )
 
 
+def curves(y: np.ndarray, p: np.ndarray, dc: pd.DataFrame) -> dict[str, dict[str, list[float]]]:
+    """The held-out ROC curve, calibration bins (as the calibration plot draws them) and decision curve as
+    numbers, stored in the model's spec so the app draws them itself, in the reader's language."""
+
+    def r(values: Any) -> list[float]:
+        return [round(float(v), 4) for v in values]
+
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=True)
+    observed, predicted = calibration_curve(y, p, n_bins=8, strategy="quantile")
+    return {
+        "roc": {"fpr": r(fpr), "tpr": r(tpr)},
+        "calibration": {"predicted": r(predicted), "observed": r(observed)},
+        "decision": {"threshold": r(dc["threshold"]), "model": r(dc["net_benefit_model"]),
+                     "treat_all": r(dc["net_benefit_treat_all"])},  # fmt: skip
+    }
+
+
 def decision_plot(dc: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(dc["threshold"], dc["net_benefit_model"], label="model")
@@ -436,7 +459,8 @@ def log_report(config: DatasetConfig, split: Any, model: Any, p: np.ndarray, see
         (out / "external.json").write_text(json.dumps(external, indent=1), encoding="utf-8")
         decision_plot(dc, out / "decision_curve.png")
         mlflow.log_artifacts(tmp, "evaluation")
-    return {"metrics_ci": ci, "decision": summary, "subgroups": groups, "external": external}
+    return {"metrics_ci": ci, "decision": summary, "subgroups": groups, "external": external,
+            "curves": curves(split.y_test, p, dc)}  # fmt: skip
 
 
 def _band_starts(config: DatasetConfig) -> list[tuple[Any, float]]:

@@ -63,7 +63,7 @@ def model_spec(config: DatasetConfig, split: Split, fitted: Fitted, model_name: 
     return {
         "model_name": model_name,
         "dataset": config.name,
-        "description": config.description,
+        "description": config.description if isinstance(config.description, str) else config.description.model_dump(),
         "target": config.target.label.model_dump(),
         "features": feature_spec(config),
         "threshold": config.threshold,

@@ -279,3 +279,59 @@ def sigmoid(x: float) -> float:
 
 def disclaimer() -> None:
     st.warning(t("disclaimer"), icon=":material/medical_information:")
+
+
+def curve_charts(curves: dict[str, Any] | None) -> bool:
+    """The held-out ROC curve, calibration and decision curve of a version, drawn from the numbers in its
+    model.json (``curves``, pipeline/evaluate.py) with this app's labels. False for versions trained before the
+    numbers were stored: the page then shows the run's English PNGs."""
+    import altair as alt
+    import pandas as pd
+
+    try:
+        roc = pd.DataFrame({"x": curves["roc"]["fpr"], "y": curves["roc"]["tpr"]})
+        cal = pd.DataFrame({"x": curves["calibration"]["predicted"], "y": curves["calibration"]["observed"]})
+        dc = curves["decision"]
+        net = pd.DataFrame(
+            [{"t": th, "nb": v, "who": t(who)} for who, key in (("dc_model", "model"), ("dc_treat_all", "treat_all"),
+                                                                  ("dc_treat_none", None))  # fmt: skip
+             for th, v in zip(dc["threshold"], dc[key] if key else [0.0] * len(dc["threshold"]), strict=True)]
+        )
+    except (TypeError, KeyError, ValueError):
+        return False
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="#888")
+
+    def square(points: Any, x_title: str, y_title: str, mark: Any) -> Any:
+        axis = {"scale": alt.Scale(domain=[0, 1])}
+        chart = mark(points).encode(
+            x=alt.X("x:Q", title=x_title, **axis), y=alt.Y("y:Q", title=y_title, **axis),
+            tooltip=[alt.Tooltip("x:Q", format=".2f", title=x_title), alt.Tooltip("y:Q", format=".2f", title=y_title)],
+        )  # fmt: skip
+        return (diagonal.encode(x="x:Q", y="y:Q") + chart).properties(height=300)
+
+    left, right = st.columns(2)
+    with left:
+        st.altair_chart(square(roc, t("roc_x"), t("roc_y"), lambda d: alt.Chart(d).mark_line()), width="stretch")
+        st.caption(t("roc_caption"))
+    with right:
+        marks = lambda d: alt.Chart(d).mark_line(point=True)  # noqa: E731 - one-line chart factory
+        st.altair_chart(square(cal, t("calib_x"), t("calib_y"), marks), width="stretch")
+        st.caption(t("calib_caption"))
+    top = max(0.05, float(net["nb"].max()))
+    chart = (
+        alt.Chart(net)
+        .mark_line()
+        .encode(
+            x=alt.X("t:Q", title=t("dc_x"), axis=alt.Axis(format="%")),
+            y=alt.Y("nb:Q", title=t("dc_y"), scale=alt.Scale(domain=[-0.05, top * 1.1], clamp=True)),
+            color=alt.Color("who:N", title=None, legend=alt.Legend(orient="bottom"),
+                            scale=alt.Scale(domain=[t("dc_model"), t("dc_treat_all"), t("dc_treat_none")],
+                                            range=["#c62828", "#1565c0", "#424242"])),  # fmt: skip
+            tooltip=[alt.Tooltip("t:Q", format=".0%", title=t("dc_x")),
+                     alt.Tooltip("nb:Q", format=".3f", title=t("dc_y")), alt.Tooltip("who:N", title=" ")],
+        )  # fmt: skip
+        .properties(height=300)
+    )
+    st.altair_chart(chart, width="stretch")
+    st.caption(t("dc_caption"))
+    return True

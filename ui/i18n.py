@@ -482,7 +482,24 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Las referencias publicadas no están disponibles para esta versión.",
         "en": "Published baselines are not available for this version.",
     },
-    "plots_title": {"es": "Curva ROC y calibración", "en": "ROC curve and calibration"},
+    "plots_title": {"es": "Curva ROC, calibración y análisis de decisión",
+                    "en": "ROC curve, calibration and decision analysis"},  # fmt: skip
+    "roc_x": {"es": "1 − especificidad (falsos positivos)", "en": "1 − specificity (false positive rate)"},
+    "roc_y": {"es": "Sensibilidad", "en": "Sensitivity"},
+    "calib_x": {"es": "Probabilidad predicha", "en": "Predicted probability"},
+    "calib_y": {"es": "Proporción observada con diabetes", "en": "Observed fraction with diabetes"},
+    "dc_x": {"es": "Umbral de probabilidad para actuar", "en": "Threshold probability for acting"},
+    "dc_y": {"es": "Beneficio neto", "en": "Net benefit"},
+    "dc_model": {"es": "Según el modelo", "en": "By the model"},
+    "dc_treat_all": {"es": "Estudiar a todos", "en": "Test everyone"},
+    "dc_treat_none": {"es": "No estudiar a nadie", "en": "Test no one"},
+    "dc_caption": {
+        "es": "Curva de decisión en datos reservados: el beneficio neto de estudiar a quien supere cada umbral, "
+        "frente a estudiar a todos o a nadie (Vickers y Elkin, 2006). El modelo aporta donde su curva queda por "
+        "encima de las otras dos.",
+        "en": "Decision curve on held-out data: the net benefit of testing patients above each threshold, against "
+        "testing everyone or no one (Vickers and Elkin, 2006). The model helps where its curve lies above both.",
+    },
     "roc_caption": {"es": "Curva ROC en datos reservados", "en": "ROC curve on held-out data"},
     "calib_caption": {"es": "Calibración en datos reservados", "en": "Calibration on held-out data"},
     "plot_missing": {

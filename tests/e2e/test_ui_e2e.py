@@ -359,7 +359,9 @@ def test_model_page_and_memory(app: App, info: dict[str, Any], capsys: pytest.Ca
     page.goto(f"{app.url}/modelo")
     served = tr("served_now", "es", name=info["name"], version=info["version"], alias=info["alias"])
     page.get_by_text(served.split("**")[1]).wait_for(timeout=30_000)
-    page.locator('[data-testid="stImage"] img').nth(1).wait_for(timeout=30_000)  # ROC and calibration
+    # ROC, calibration and decision curves, drawn by the browser (Vega) with Spanish axis titles.
+    page.locator('[data-testid="stVegaLiteChart"]').nth(2).wait_for(timeout=30_000)
+    page.get_by_text(tr("dc_y", "es")).first.wait_for(timeout=30_000)
     wait_idle(page)
     screenshot(page, "3-modelo")
 

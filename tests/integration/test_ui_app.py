@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -457,6 +458,19 @@ def test_the_logged_in_clinician_is_the_caller(app_env: Stack, info: dict[str, A
 
 
 # ---- Modelo -------------------------------------------------------------------------------------------------
+def curve_charts(at: Any) -> set[str]:
+    """The y-axis titles of the page's Vega-Lite charts that have one (the model page's curves)."""
+    titles = set()
+    for el in at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"):
+        doc = json.loads(el.proto.spec)
+        layers = doc.get("layer") or [doc]
+        for layer in layers:
+            title = ((layer.get("encoding") or {}).get("y") or {}).get("title")
+            if title:
+                titles.add(title)
+    return titles
+
+
 def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any]) -> None:
     at = run_app("views/model.py")
     assert not at.error, [e.value for e in at.error]
@@ -476,8 +490,12 @@ def test_model_page_shows_the_served_version(app_env: Stack, info: dict[str, Any
     assert row[tr("gate_reasons", "es")] == tr("gate_reason_no_served", "es", alias="champion")
     assert not at.expander, "the pipeline's English markdown card is not shown"
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)
-    assert len(at.image) == 2  # ROC and calibration from the run's artifacts
+    # ROC, calibration and decision curves drawn from the version's numbers, labelled in Spanish (no English PNG).
+    assert curve_charts(at) == {tr("roc_y", "es"), tr("calib_y", "es"), tr("dc_y", "es")} and len(at.image) == 0
     assert tr("intended_use_title", "es") in [s.value for s in at.subheader]
+    # The bundled config describes its population in both languages: Spanish here, no "English only" note.
+    assert any(m.value.startswith("> Mujeres de origen pima") for m in at.markdown)
+    assert tr("registry_text_english", "es") not in [c.value for c in at.caption]
     # 95 % intervals of the held-out metrics, and the subgroup table (from the version's model.json).
     intervals = next(d.value for d in at.dataframe if tr("interval_95", "es") in d.value.columns)
     auc = intervals[intervals[tr("metric", "es")] == "ROC AUC"].iloc[0]
@@ -523,7 +541,7 @@ def test_model_page_lists_every_version_and_flags_an_alias_elsewhere(
     assert at.header[0].value == tr("card_title", "es", name="diabetes-t2", version=v2.version)
     metrics = next(d.value for d in at.dataframe if tr("this_model", "es", version=v2.version) in d.value.columns)
     assert any(c.startswith(tr("published", "es", source="")) for c in metrics.columns)  # v2's spec from the registry
-    assert len(at.image) == 2
+    assert len(curve_charts(at)) == 3
 
 
 @pytest.fixture
@@ -556,7 +574,7 @@ def test_model_page_reads_the_registry_over_http(
     monkeypatch.setenv("MLFLOW_TRACKING_HOSTPORT", mlflow_server)  # as Render provides it
     at = run_app("views/model.py")
     assert not at.error, [e.value for e in at.error]
-    assert len(at.image) == 2
+    assert len(curve_charts(at)) == 3
     assert any("champion" in " ".join(d.value.get(tr("aliases", "es"), [])) for d in at.dataframe)
 
 

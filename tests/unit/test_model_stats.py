@@ -107,3 +107,22 @@ def test_a_subgroup_the_model_cannot_rank_is_flagged_and_the_others_are_not() ->
     assert not any(r["flag"] for k, r in by.items() if k != ("edad", ">= 60"))
     assert by[("edad", "missing")]["n"] == 10 and "metrics" not in by[("edad", "missing")]  # too few to judge
     assert sum(r["n"] for k, r in by.items() if k[0] == "edad") == n
+
+
+def test_curves_stored_for_the_app_are_the_reports_curves() -> None:
+    """The numbers the app draws: the ROC curve's area is the reported AUC, the calibration points are quantile bins
+    of the predictions (mean predicted vs observed fraction), the decision curve is ``decision_curve``'s."""
+    rng = np.random.default_rng(5)
+    p, y = simulated(400, rng)
+    dc = evaluate.decision_curve(y, p)
+    c = evaluate.curves(y, p, dc)
+    fpr, tpr = np.array(c["roc"]["fpr"]), np.array(c["roc"]["tpr"])
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0) and np.all(np.diff(fpr) >= 0)
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(evaluate.metrics(y, p, 0.5)["roc_auc"], abs=2e-3)  # points rounded to 4 decimals
+    edges = np.quantile(p, np.linspace(0, 1, 9))
+    bins = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, 7)
+    assert c["calibration"]["predicted"] == pytest.approx([p[bins == b].mean() for b in range(8)], abs=1e-4)
+    assert c["calibration"]["observed"] == pytest.approx([y[bins == b].mean() for b in range(8)], abs=1e-4)
+    assert c["decision"]["model"] == pytest.approx(dc["net_benefit_model"].tolist(), abs=1e-4)
+    assert c["decision"]["treat_all"] == pytest.approx(dc["net_benefit_treat_all"].tolist(), abs=1e-4)

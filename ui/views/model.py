@@ -195,8 +195,10 @@ def metrics_table(version: str, mspec: dict[str, Any], metrics: dict[str, float]
         st.caption(t("published_unavailable"))
 
 
-def plots(settings: Settings, mv: dict[str, Any]) -> None:
+def plots(settings: Settings, mv: dict[str, Any], mspec: dict[str, Any]) -> None:
     st.subheader(t("plots_title"))
+    if components.curve_charts(mspec.get("curves")):  # drawn here, in the reader's language
+        return
     for col, path, caption in zip(
         st.columns(2), ("plots/roc.png", "plots/calibration.png"), (t("roc_caption"), t("calib_caption")), strict=True
     ):
@@ -262,7 +264,7 @@ def main() -> None:
     st.subheader(t("metrics_title", n=mspec.get("n_test") or run["params"].get("n_test", "?")))
     metrics_table(mv["version"], mspec, run["metrics"], lang)
     components.uncertainty_and_subgroups(mspec, metric_rows())  # 95 % intervals and subgroups
-    plots(settings, mv)
+    plots(settings, mv, mspec)
     inputs_and_bands(mspec, lang)
     st.subheader(t("limits_title"))
     st.markdown(t("limits_text"))
