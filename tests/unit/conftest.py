@@ -52,3 +52,18 @@ def client(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def served(client) -> object:
     """The version the app serves (its spec, rules and pyfunc)."""
     return client.app.state.store.current
+
+
+@pytest.fixture(scope="session", autouse=True)
+def inference_log_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In-process apps log their predictions into a throwaway database and spool, never the project's
+    ``.inference.db`` (set on the module's cached config, not os.environ, so child processes are unaffected)."""
+    from serving import inference_log
+
+    tmp = tmp_path_factory.mktemp("inference-log")
+    saved = inference_log._config
+    inference_log._config = inference_log.Config.from_env(
+        {"APP_DATABASE_URL": f"sqlite:///{tmp / 'inference.db'}", "INFERENCE_SPOOL_DIR": str(tmp / "spool")}
+    )
+    yield
+    inference_log._config = saved
