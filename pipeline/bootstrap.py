@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -88,7 +89,9 @@ def main() -> int:
         from pipeline import main as train_main
 
         with bootstrap_credential(uri) as disarm:
-            code = train_main.main([])  # the defaults of pipeline/config.py; name and alias from the settings
+            # The defaults of pipeline/config.py unless BOOTSTRAP_TRAIN_ARGS says otherwise; name and alias from
+            # the settings.
+            code = train_main.main(shlex.split(settings.bootstrap_train_args))
             if code == 0:
                 disarm()
         return code

@@ -7,6 +7,7 @@ below are the pipeline's own. A bad value stops the command with one ``error:`` 
 |-----------------------|-----------------------|----------------------------------------------------------------|
 | MLFLOW_ARTIFACT_ROOT  | mlruns/ (project)     | artifact location of new experiments on a database registry    |
 | BOOTSTRAP_TIMEOUT_S   | 300                   | how long bootstrap waits for an unreachable registry           |
+| BOOTSTRAP_TRAIN_ARGS  | (none: the defaults)  | `pipeline.main` options for the first-deploy training          |
 | MLFLOW_RUN_ID         |                       | set by `mlflow run` for its child: the run to log into         |
 
 ``mlflow run`` always hands its child ``MLFLOW_TRACKING_URI`` = its own tracking URI, which is MLflow's built-in
@@ -54,6 +55,12 @@ class PipelineSettings(CommonSettings):
         allow_inf_nan=False,
         validation_alias="BOOTSTRAP_TIMEOUT_S",
         description="how long bootstrap waits for an unreachable registry",
+    )
+    bootstrap_train_args: str = Field(
+        "",
+        validation_alias="BOOTSTRAP_TRAIN_ARGS",
+        description="`python -m pipeline.main` options for the first-deploy training, e.g. '--cv-repeats 1' for a "
+        "quicker first champion on a small instance (a full training can follow with `mlflow run .`)",
     )
     mlflow_run_id: str | None = Field(
         None, validation_alias="MLFLOW_RUN_ID", description="set by `mlflow run` for its child: the run to log into"

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, backend_env
+from tests.conftest import FAST_TRAIN, ROOT, backend_env
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -27,6 +27,8 @@ def test_two_instances_on_postgres_train_once(postgres_url: str, tmp_path: Path)
     env = backend_env(postgres_url.replace("postgresql://", "postgresql+psycopg2://"), tmp_path / "artifacts")
     env["DATABASE_URL"] = postgres_url  # the advisory lock lives here
     env["MODEL_NAME"] = "boot-model"
+    # The lock is the subject: a quick training (the defaults run in tests/e2e/test_deploy_smoke.py).
+    env["BOOTSTRAP_TRAIN_ARGS"] = " ".join(FAST_TRAIN)
     procs = [start(env), start(env)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -35,6 +37,8 @@ def test_two_instances_on_postgres_train_once(postgres_url: str, tmp_path: Path)
     versions = client.search_model_versions("name='boot-model'")
     assert len(versions) == 1, outputs
     assert str(client.get_model_version_by_alias("boot-model", "champion").version) == "1"
+    run = client.get_run(versions[0].run_id)
+    assert run.data.params["family"] == "logistic" and run.data.params["cv_folds"] == "3"  # the options were used
     assert sum("training one on the bundled data" in out for out in outputs) == 1
     assert sum("nothing to do" in out for out in outputs) == 1
 
