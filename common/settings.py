@@ -33,6 +33,8 @@ from common.backend import tracking_uri as _resolve_tracking_uri
 
 DEFAULT_MODEL_NAME = "diabetes-t2"
 DEFAULT_MODEL_ALIAS = "champion"
+# The monitor job's runs (monitor/job.py); its MLflow user may write there only (deploy/users.py).
+MONITORING_EXPERIMENT = "diabetes-t2-monitoring"
 # A registered model alias: MLflow accepts letters, digits, '_' and '-' (and refuses "latest" / "v<n>").
 ALIAS_PATTERN = r"^[A-Za-z0-9_-]{1,255}$"
 

@@ -147,3 +147,18 @@ def start(
                 env=rehearsal.envs[name],
             )
     return rehearsal
+
+
+def run_cron(
+    rehearsal: Rehearsal, name: str, database_url: str, workdir: Path, blueprint: Path = ROOT / "render.yaml",
+    timeout_s: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the Blueprint's cron jobs once, to completion, with the environment Render would give it (the
+    web services' secrets as ``rehearsal`` generated them, fromService hostports on loopback)."""
+    doc = yaml.safe_load(blueprint.read_text())
+    svc = next(s for s in doc["services"] if s["name"] == name and s["type"] == "cron")
+    env = service_env(svc, {**rehearsal.ports, name: free_port()}, database_url, workdir / name, rehearsal.generated,
+                      group_env(doc))  # fmt: skip
+    rehearsal.envs[name] = env
+    return subprocess.run(["bash", "-c", svc["startCommand"]], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout_s)  # fmt: skip

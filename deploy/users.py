@@ -16,6 +16,11 @@ Service users (the server has ``default_permission = NO_PERMISSIONS``, so a user
 |                   |                                    | runs DENY                                           |
 | diabetes-app      | MLFLOW_APP_PASSWORD                | READ on ``$MODEL_NAME`` and on experiments (runs)   |
 | diabetes-trainer  | MLFLOW_TRAINER_PASSWORD            | MANAGE on ``$MODEL_NAME``, EDIT on experiments      |
+| diabetes-monitor  | MLFLOW_MONITOR_PASSWORD            | READ on ``$MODEL_NAME`` and its versions' files;    |
+|                   |                                    | EDIT on the monitoring experiment only (its runs)   |
+
+The monitoring experiment (``common.settings.MONITORING_EXPERIMENT``) is created by the admin while provisioning,
+so the monitor's user is granted EDIT on that one experiment and can write runs nowhere else.
 
 The trainer is the first-deploy bootstrap's credential. It is armed (created, or its password reset to
 ``MLFLOW_TRAINER_PASSWORD``) only while ``$MODEL_NAME`` has no ``@champion``; once one exists it is disarmed
@@ -36,7 +41,10 @@ from dataclasses import dataclass
 
 import requests
 
+from common.settings import MONITORING_EXPERIMENT
+
 API_USER, APP_USER, TRAINER_USER = "diabetes-api", "diabetes-app", "diabetes-trainer"
+MONITOR_USER = "diabetes-monitor"
 EXPERIMENT, REGISTERED_MODEL, RUN = "experiment", "registered_model", "run"
 TIMEOUT_S = 15
 
@@ -98,6 +106,16 @@ class Server:
             self.call("POST", "/api/3.0/mlflow/users/permissions/revoke", body)
             self.call("POST", "/api/3.0/mlflow/users/permissions/grant", body | {"permission": grant.permission})
 
+    def experiment_id(self, name: str) -> str:
+        """The id of the experiment ``name``, created (default artifact location) when it does not exist yet."""
+        try:
+            found = self.call("GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name})
+            return str(found["experiment"]["experiment_id"])
+        except UsersError as exc:
+            if " 404:" not in str(exc):
+                raise
+        return str(self.call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"])
+
     def has_alias(self, model_name: str, alias: str) -> bool:
         try:
             self.call("GET", "/api/2.0/mlflow/registered-models/alias", {"name": model_name, "alias": alias})
@@ -115,7 +133,7 @@ def _message(response: requests.Response) -> str:
         return response.text[:300]
 
 
-def service_grants(model_name: str) -> dict[str, list[Grant]]:
+def service_grants(model_name: str, monitoring_experiment_id: str = "") -> dict[str, list[Grant]]:
     # MLflow judges a model version's files (proxied artifacts under <experiment>/models/<id>/) by READ on the
     # experiment, so the readers need it; the API's user is then denied every run (metrics, params, dataset
     # profiles, run artifacts), leaving it the registered model and its versions' files. The app shows run
@@ -125,6 +143,8 @@ def service_grants(model_name: str) -> dict[str, list[Grant]]:
         API_USER: [*reader, Grant(RUN, "*", "DENY")],
         APP_USER: reader,
         TRAINER_USER: [Grant(REGISTERED_MODEL, model_name, "MANAGE"), Grant(EXPERIMENT, "*", "EDIT")],
+        # Reads the model's reference distributions; writes runs into the monitoring experiment only.
+        MONITOR_USER: [*reader, Grant(EXPERIMENT, monitoring_experiment_id, "EDIT")],
     }
 
 
@@ -146,9 +166,11 @@ def provision(env: Mapping[str, str], base_url: str) -> list[str]:
     """Create or update every service user whose password is configured; returns what was done."""
     admin = Server(base_url, env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"])
     model_name = env.get("MODEL_NAME") or "diabetes-t2"
-    grants = service_grants(model_name)
+    monitoring = admin.experiment_id(MONITORING_EXPERIMENT) if env.get("MLFLOW_MONITOR_PASSWORD") else ""
+    grants = service_grants(model_name, monitoring)
     done = []
-    for username, variable in ((API_USER, "MLFLOW_API_PASSWORD"), (APP_USER, "MLFLOW_APP_PASSWORD")):
+    for username, variable in ((API_USER, "MLFLOW_API_PASSWORD"), (APP_USER, "MLFLOW_APP_PASSWORD"),
+                               (MONITOR_USER, "MLFLOW_MONITOR_PASSWORD")):  # fmt: skip
         if env.get(variable):
             ensure_user(admin, username, env[variable], grants[username])
             done.append(f"{username}: ready")

@@ -27,10 +27,11 @@ import sqlalchemy as sa
 
 from common import inference_db
 from common.backend import PROJECT_ROOT, artifact_root, is_tracking_server, redact, tracking_uri
+from common.settings import MONITORING_EXPERIMENT
 from monitor import stats
 from monitor.report import html_report
 
-EXPERIMENT = "diabetes-t2-monitoring"
+EXPERIMENT = MONITORING_EXPERIMENT
 CHUNK = 20_000
 # Rows read for drift (a random sample above this): keeps the job inside a 512 MB instance at any log size.
 MAX_ROWS = int(os.environ.get("MONITOR_MAX_ROWS") or 200_000)

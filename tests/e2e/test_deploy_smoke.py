@@ -91,5 +91,24 @@ def test_blueprint_services_start_and_serve_the_whole_chain(
         shown = probability_shown_by_app(app, info["features"], patient, ARTIFACTS / "deploy-smoke-app.png",
                                          login=("smoke", "a long smoke-test password"))  # fmt: skip
         assert shown == spec.format_probability(expected, "es")
+
+        # The daily monitoring cron, as Render runs it: logs in to MLflow as its own user (READ on the model,
+        # EDIT on the monitoring experiment only) and writes one run about the predictions just made.
+        cron = rehearse.run_cron(stack, "diabetes-monitor", database_url, tmp_path)
+        assert cron.returncode == 0, cron.stdout[-2000:] + cron.stderr[-3000:]
+        assert stack.envs["diabetes-monitor"]["MLFLOW_TRACKING_USERNAME"] == "diabetes-monitor"
+        monitoring = client.get_experiment_by_name("diabetes-t2-monitoring")
+        runs = client.search_runs([monitoring.experiment_id])
+        assert len(runs) == 1 and runs[0].data.tags["model_version"] == "1"
+        assert runs[0].data.metrics["prediction_count"] >= 1
+        # Its user can write nowhere else: not in the training experiment, not on the model.
+        monitor = ("diabetes-monitor", stack.generated[("diabetes-mlflow", "MLFLOW_MONITOR_PASSWORD")])
+        training = client.get_experiment_by_name("diabetes-t2").experiment_id
+        created = requests.post(f"{mlflow_url}/api/2.0/mlflow/runs/create", json={"experiment_id": training},
+                                auth=monitor, timeout=10)  # fmt: skip
+        assert created.status_code == 403, created.text
+        moved = requests.post(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias", auth=monitor, timeout=10,
+                              json={"name": "diabetes-t2", "alias": "champion", "version": "1"})  # fmt: skip
+        assert moved.status_code == 403, moved.text
     finally:
         stack.stop()

@@ -65,7 +65,7 @@ EXPECTED_ENV = {
 }  # fmt: skip
 # Who may hold which credential (least privilege). Each service's MLflow password is a copy of the password the
 # MLflow service generated for that service's own user; the signing key exists only where training and serving run.
-OWN_MLFLOW_PASSWORD = {API: "MLFLOW_API_PASSWORD", UI: "MLFLOW_APP_PASSWORD"}
+OWN_MLFLOW_PASSWORD = {API: "MLFLOW_API_PASSWORD", UI: "MLFLOW_APP_PASSWORD", MONITOR: "MLFLOW_MONITOR_PASSWORD"}
 BOOTSTRAP_COPY = (API, "MLFLOW_BOOTSTRAP_PASSWORD", "MLFLOW_TRAINER_PASSWORD")
 SIGNING_KEY_HOLDER = API
 # The registry's store; the API for bootstrap's advisory lock, its keys and the inference log; the app for clinician
