@@ -10,6 +10,11 @@ Why this shape:
   stalls responses on reused keep-alive connections by ~40 ms.
 - one model watcher thread per worker (threads do not survive fork), started by the app's lifespan in each
   worker, which also drops the connections and locks a worker inherits from the master.
+- the connection limits (KEEPALIVE_TIMEOUT_S, BODY_READ_TIMEOUT_S, MAX_CONNECTIONS) reach each worker through the
+  gunicorn application (``connection_limits``): uvicorn-worker passes none of them to uvicorn (serving.worker).
+- gunicorn's ``timeout`` (the worker's heartbeat) stays well above REQUEST_TIMEOUT_S: large bodies are parsed in a
+  thread, so the event loop keeps beating while a request runs and an overrun answers 504 instead of costing the
+  worker its life.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ def main() -> int:
     from serving.app import create_app
     from serving.mlflow_adapter import listening_sockets
     from serving.model_store import ModelStore
+    from serving.worker import ConnectionLimits
 
     store = ModelStore(settings)
 
@@ -80,6 +86,13 @@ def main() -> int:
         multiprocess.mark_process_dead(worker.pid)
 
     class Server(BaseApplication):
+        # Read by serving.worker.Worker (uvicorn-worker passes none of these to uvicorn).
+        connection_limits = ConnectionLimits(
+            read_timeout_s=settings.body_read_timeout_s,
+            keepalive_s=settings.keepalive_timeout_s,
+            max_connections=settings.max_connections,
+        )
+
         def load_config(self) -> None:
             options = {
                 "bind": f"{settings.host}:{settings.port}",
@@ -89,7 +102,6 @@ def main() -> int:
                 # gunicorn kills a worker stuck past this: the hard bound behind the cooperative REQUEST_TIMEOUT_S
                 "timeout": max(30, int(settings.request_timeout_s * 3)),
                 "graceful_timeout": 10,
-                "keepalive": 5,
                 "accesslog": None,
                 "control_socket_disable": True,  # no shared ~/.gunicorn socket between several local servers
                 "loglevel": settings.log_level,

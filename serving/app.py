@@ -2,10 +2,12 @@
 /model/info, /predict, /metrics and offline /docs.
 
 /invocations keeps MLflow's protocol — content types, the JSON envelope split (MLflow's
-``_split_data_and_params``), MLflow's Parquet reader, error codes and the ``{"predictions": [...]}`` records
-output — and replaces MLflow's lenient per-column cast with the spec's strict rules (``common.validation``) and
-pandas prediction with the model's float-matrix fast path. CSV is read by our own code (``serving.decode``:
-pandas after a row-width check), not by MLflow. /predict decodes and checks input with the same functions.
+``_split_data_and_params``), Parquet read with pandas as MLflow's server reads it (the model's columns only),
+error codes and the ``{"predictions": [...]}`` records output — and replaces MLflow's lenient per-column cast with
+the spec's strict rules (``common.validation``) and pandas prediction with the model's float-matrix fast path. CSV
+is read by our own code (``serving.decode``: pandas after a row-width check), not by MLflow. /predict decodes and
+checks input with the same functions. Every body is checked against the abuse limits before it is parsed
+(``serving.decode``, ``serving.limits``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from common.validation import FeatureRules
 from serving import auth, feedback, inference_log, metrics, openapi, security_headers
 from serving.deps import JSON, request_id
 from serving.errors import InputError, error_doc
+from serving.limits import BUFFERED_BODIES, BodyGuard, Limits
 from serving.model_store import ModelStore, ServedModel
 from serving.request_log import RequestLogMiddleware
 from serving.routes import mount
@@ -39,6 +43,7 @@ INFO_KEYS = (
     "metrics baselines published_baselines features threshold risk_bands target family calibration "
     "hyperparameters data_checksum trained_at n_train n_test description dataset"
 ).split()
+CLIENT_CLOSED = 499
 FRIENDLY = {"/predict"}  # routes answering errors as {"request_id", "error", "errors"}; others as MLflow does
 
 
@@ -56,8 +61,10 @@ def prepare(app: FastAPI, model: ServedModel) -> None:
         **{k: model.spec.get(k) for k in INFO_KEYS},
         "signature": model.signature,
     }
+    rules = FeatureRules(model.spec["features"])
     prepared = {
-        "rules": FeatureRules(model.spec["features"]),
+        "rules": rules,
+        "limits": Limits.for_model(settings, rules),
         "info": orjson.dumps(info),
         "openapi": orjson.dumps(openapi.document(app, model, settings)),
     }
@@ -87,12 +94,22 @@ async def input_error(request: Request, err: InputError) -> Response:
         doc: dict[str, Any] = error_doc(err) if path != "/model/info" else {"error": err.message}
     elif err.problems:  # values that break the model's rules
         doc, status = {"request_id": rid, "errors": problem_entries(err.problems, _lang(request))}, 422
-    elif err.rule:  # a malformed body
-        doc = {"request_id": rid, "errors": [entry(err.row, "body", err.rule, _lang(request))]}
+    elif err.rule:  # a malformed body, or one over a limit
+        doc = {"request_id": rid, "errors": [entry(err.row, "body", err.rule, _lang(request), **err.params)]}
     else:
         doc = {"request_id": rid, "error": err.message, "errors": []}
     _log_rejection(request, err, status)
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers={"x-request-id": rid})
+    headers = {"x-request-id": rid, **err.headers}
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
+
+
+async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """A client that went away mid-upload is not a server error: no traceback, and counted apart from 5xx in
+    /metrics and the request log, as 499 ("client closed request", nginx's code). Nobody receives the response."""
+    log.debug(
+        "%s: client disconnected before its request was read (request_id=%s)", request.url.path, request_id(request)
+    )
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def bad_query(request: Request, exc: RequestValidationError) -> Response:
@@ -148,6 +165,9 @@ def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None
     app.state.openapi_without_model = lambda: openapi.document(app, None, settings)
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, bad_query)
+    app.add_exception_handler(ClientDisconnect, client_gone)
+    buffer_bytes = BUFFERED_BODIES * settings.max_body_bytes
+    app.add_middleware(BodyGuard, read_timeout_s=settings.body_read_timeout_s, buffer_bytes=buffer_bytes)
     app.add_middleware(RequestLogMiddleware, routes=set(paths), store=store)
     app.add_middleware(metrics.MetricsMiddleware, routes=set(paths))
     inference_log.setup()  # in the gunicorn master: tables created or migrated once, before workers fork

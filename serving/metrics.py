@@ -32,6 +32,11 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 PREDICTIONS = Counter("serving_predictions_total", "Scored rows by risk level", ["risk_level"])
+CONNECTIONS_CUT = Counter(
+    "serving_connections_cut",
+    "Connections closed by the server's limits before a request reached the app, by reason",
+    ["reason"],
+)
 MODEL_VERSION = Gauge("serving_model_version", "Loaded model version per worker", ["name"], multiprocess_mode="liveall")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

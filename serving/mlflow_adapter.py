@@ -1,11 +1,10 @@
-"""Every private MLflow (and gunicorn) internal the serving API relies on, in one place.
+"""Every private MLflow (and gunicorn, uvicorn) internal the serving API relies on, in one place.
 
 Each is used for speed or for a defect MLflow's public API cannot avoid; ``tests/unit/test_mlflow_adapter.py``
 fails naming the symbol when an upgrade moves one. Nothing else in serving/ imports MLflow internals.
 
 - ``mlflow.pyfunc.scoring_server`` constants: the protocol's content types and input format names;
 - ``scoring_server._split_data_and_params``: MLflow's own split of the JSON envelope;
-- ``scoring_server.parse_parquet_input``: MLflow's Parquet reading;
 - ``mlflow.tracking._model_registry.client.ModelRegistryClient``: the registry half of MlflowClient (a database
   tracking store costs ~1 s and ~50 MB at start-up);
 - ``SqlAlchemyStore._engine_map`` and ``_engine_map_lock``, and the store registries' ``_building_store_lock``
@@ -15,7 +14,9 @@ fails naming the symbol when an upgrade moves one. Nothing else in serving/ impo
   the lock above; serving bounds each call and its model watcher retries instead;
 - logger ``mlflow.store.db.utils``: logs a ~130-line traceback per failed call;
 - ``mlflow.protos.databricks_pb2.ErrorCode``: MLflow's error code names;
-- gunicorn ``Arbiter.LISTENERS``: the listening sockets, to set TCP_NODELAY.
+- gunicorn ``Arbiter.LISTENERS``: the listening sockets, to set TCP_NODELAY;
+- uvicorn's ``HttpToolsProtocol`` (subclassed by ``serving.worker.Protocol`` for the connection limits uvicorn
+  lacks): its parser callbacks and connection state (``UVICORN_PROTOCOL``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ INPUTS: str = _scoring.INPUTS
 SUPPORTED_FORMATS: set[str] = set(_scoring.SUPPORTED_FORMATS)
 REQUIRED_INPUT_FORMAT: str = _scoring.REQUIRED_INPUT_FORMAT
 split_data_and_params = _scoring._split_data_and_params
-parse_parquet_input = _scoring.parse_parquet_input
 
 SQLALCHEMY_STORES = (
     "mlflow.store.model_registry.sqlalchemy_store",
@@ -134,7 +134,7 @@ def listening_sockets(server: Any) -> list[Any]:
 def missing_symbols() -> list[str]:
     """Every internal above that this MLflow/gunicorn no longer has (empty when all are in place)."""
     missing = []
-    for name in ("_split_data_and_params", "parse_parquet_input", "CONTENT_TYPE_PARQUET", "REQUIRED_INPUT_FORMAT"):
+    for name in ("_split_data_and_params", "CONTENT_TYPE_PARQUET", "REQUIRED_INPUT_FORMAT"):
         if not hasattr(_scoring, name):
             missing.append(f"mlflow.pyfunc.scoring_server.{name}")
     try:
@@ -155,4 +155,28 @@ def missing_symbols() -> list[str]:
 
     if not hasattr(Arbiter, "LISTENERS"):
         missing.append("gunicorn.arbiter.Arbiter.LISTENERS")
-    return missing
+    return missing + _missing_uvicorn()
+
+
+# What serving.worker.Protocol overrides or reads: methods of uvicorn's httptools protocol, and attributes that
+# its __init__ (or the request cycle's) sets.
+UVICORN_PROTOCOL = {
+    "methods": ("connection_made", "data_received", "on_message_begin", "on_headers_complete", "on_message_complete"),
+    "attributes": ("self.connections", "self.server_state", "self.cycle", "self.transport", "self.loop",
+                   "self.timeout_keep_alive "),
+    "cycle": ("self.response_started", "self.response_complete"),
+}  # fmt: skip
+
+
+def _missing_uvicorn() -> list[str]:
+    import inspect
+
+    from uvicorn.protocols.http import httptools_impl
+
+    proto, cycle = httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle
+    missing = [f"HttpToolsProtocol.{m}" for m in UVICORN_PROTOCOL["methods"] if not hasattr(proto, m)]
+    init = inspect.getsource(proto.__init__) + inspect.getsource(proto.connection_made)
+    missing += [f"HttpToolsProtocol {a}" for a in UVICORN_PROTOCOL["attributes"] if a not in init]
+    cycle_init = inspect.getsource(cycle.__init__)
+    missing += [f"RequestResponseCycle {a}" for a in UVICORN_PROTOCOL["cycle"] if a not in cycle_init]
+    return [f"uvicorn.protocols.http.httptools_impl.{m}" for m in missing]

@@ -21,10 +21,10 @@ from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import request_response as starlette_request_response
 
-from serving import auth, decode, deps, inference_log, metrics, strict
+from serving import auth, decode, deps, inference_log, limits, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
 from serving.errors import Deadline, InputError
-from serving.mlflow_adapter import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPES
+from serving.mlflow_adapter import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPE_PARQUET, CONTENT_TYPES
 from serving.model_store import ServedModel
 from serving.schemas import (
     Health,
@@ -65,10 +65,11 @@ def _errors(model: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
     what = {
         400: "malformed request, or (/invocations) values that break the model's rules",
         404: "no model is loaded",
-        413: "body or row count over the limit",
+        408: "the body was not received within BODY_READ_TIMEOUT_S",
+        413: "body, rows, columns, a value's length or Parquet's decoded size over the limit",
         415: "unsupported Content-Type (UTF-8 only, no unknown parameters)",
         422: "values that break the model's rules, or a bad query parameter",
-        503: "no model is loaded yet",
+        503: "no model is loaded yet, or too many uploads at once (Retry-After)",
         504: "the request took longer than REQUEST_TIMEOUT_S",
     }
     return {s: {"model": model, "description": what[s]} for s in statuses}
@@ -99,7 +100,7 @@ assert set(INVOCATIONS_BODY["requestBody"]["content"]) == set(CONTENT_TYPES)  # 
 @mlflow_router.post(
     "/invocations",
     response_model=InvocationsResponse,
-    responses=_errors(MlflowError, 400, 413, 415, 503, 504),
+    responses=_errors(MlflowError, 400, 408, 413, 415, 503, 504),
     openapi_extra=INVOCATIONS_BODY,
     summary="Score rows (MLflow's protocol: JSON formats, CSV, Parquet)",
 )
@@ -111,10 +112,8 @@ async def invocations(request: Request) -> Response:
     data = await decode.body(request, s.max_body_bytes)
     dl = Deadline(s.request_timeout_s)
     bad = strict.Collector(model.prepared["rules"])
-    if media == CONTENT_TYPE_JSON:
-        X, flags = strict.json_to_matrix(bad, decode.loads(data), s.allow_extra_columns, s.max_rows, dl)
-    else:
-        X, flags = _frame(bad, media, data, s), {}
+    heavy = len(data) > limits.INLINE_BYTES or media == CONTENT_TYPE_PARQUET  # Parquet: size is not its cost
+    X, flags = await limits.bounded(request, dl, heavy, _decode, bad, media, data, model.prepared["limits"], dl)
     dl.check()
     bad.check(X)
     strict.check_interval(model, flags.get("interval", False))
@@ -132,12 +131,16 @@ def _caller(request: Request) -> str:
     return auth.caller(request)
 
 
-def _frame(bad: strict.Collector, media: str, data: bytes, s: Settings) -> Any:
+def _decode(
+    bad: strict.Collector, media: str, data: bytes, lim: limits.Limits, dl: Deadline
+) -> tuple[Any, dict[str, bool]]:
+    """A body of any of MLflow's content types → (matrix, params' flags), within the request's limits."""
+    if media == CONTENT_TYPE_JSON:
+        return strict.json_to_matrix(bad, decode.json_body(data, lim), lim, dl)
     if media == CONTENT_TYPE_CSV:
-        df = decode.read_csv(bad.rules, data, s.max_rows)
-    else:
-        df = decode.read_parquet(data, s.max_rows, s.max_body_bytes)
-    return strict.frame_to_matrix(bad, df, s.allow_extra_columns, s.max_rows)
+        return strict.frame_to_matrix(bad, decode.read_csv(bad.rules, data, lim, dl), lim), {}
+    df, names = decode.read_parquet(data, lim, dl, bad.rules.index)
+    return strict.frame_to_matrix(bad, df, lim, names), {}
 
 
 @mlflow_router.get("/ping", responses={404: {"description": "no model is loaded"}}, summary="Liveness (MLflow)")
@@ -169,7 +172,7 @@ PREDICT_BODY = {
 @api_router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=_errors(PredictError, 400, 413, 415, 422, 503, 504),
+    responses=_errors(PredictError, 400, 408, 413, 415, 422, 503, 504),
     openapi_extra=PREDICT_BODY,
     summary="Score one patient or a list, with per-feature contributions and errors in Spanish or English",
     dependencies=[Depends(auth.require("predict"))],
@@ -187,7 +190,8 @@ async def predict(
     data = await decode.body(request, settings.max_body_bytes)
     dl = Deadline(settings.request_timeout_s)
     bad = strict.Collector(model.prepared["rules"])
-    X = _patients(bad, decode.loads(data), settings, dl)
+    heavy = len(data) > limits.INLINE_BYTES
+    X = await limits.bounded(request, dl, heavy, _patients, bad, data, model.prepared["limits"], dl)
     bad.check(X)
     strict.check_interval(model, interval)
     out = model.risk.predict_matrix(X, contributions=contributions, interval=interval)
@@ -202,14 +206,15 @@ async def predict(
     return Response(orjson.dumps(doc), media_type=JSON, headers={"x-request-id": rid})
 
 
-def _patients(bad: strict.Collector, doc: Any, s: Settings, dl: Deadline) -> Any:
+def _patients(bad: strict.Collector, data: bytes, lim: limits.Limits, dl: Deadline) -> Any:
     """The body (one patient object or a non-empty list of them) → matrix, by the same rules as /invocations."""
+    doc = decode.json_body(data, lim)
     rows = [doc] if type(doc) is dict else doc
     if type(rows) is not list or not rows:
         raise InputError("body must be a JSON object or a non-empty array of objects", rule="body")
-    if len(rows) > s.max_rows:
-        raise InputError(f"too many patients: the limit is {s.max_rows} per request", status=413)
-    return strict.records(bad, rows, s.allow_extra_columns, s.max_rows, dl, what="patient")
+    if len(rows) > lim.max_rows:
+        raise InputError(f"too many patients: the limit is {lim.max_rows} per request", status=413)
+    return strict.records(bad, rows, lim, dl, what="patient")
 
 
 def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> list[dict[str, Any]]:

@@ -39,6 +39,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "body must be a JSON object or a non-empty array of objects",
     ),
     "json": ("el cuerpo debe ser JSON válido", "body must be valid JSON"),
+    "duplicate": (
+        "clave repetida en un objeto JSON: cada campo puede aparecer una sola vez",
+        "duplicate key in a JSON object: each field may appear only once",
+    ),
+    "columns": (
+        "demasiados campos en un objeto: el límite es {max}",
+        "too many fields in an object: the limit is {max}",
+    ),
+    "value_chars": (
+        "un nombre de campo o un texto tiene más de {max} caracteres",
+        "a field name or text value is longer than {max} characters",
+    ),
     "bool": ("debe ser true o false", "must be true or false"),
     "lang": ("debe ser es o en", "must be es or en"),
     "no_interval": (

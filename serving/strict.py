@@ -16,11 +16,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from common.validation import RULES, FeatureRules, Problem, unknown_problem
-from serving.errors import Deadline, InputError, problems_error, too_many_rows
+from serving.errors import (
+    Deadline,
+    InputError,
+    duplicate,
+    first_repeated,
+    problems_error,
+    too_many_columns,
+    too_many_rows,
+    value_too_long,
+)
 from serving.mlflow_adapter import DF_RECORDS, DF_SPLIT, INPUTS, INSTANCES, REQUIRED_INPUT_FORMAT, SUPPORTED_FORMATS
 from serving.mlflow_adapter import split_data_and_params as _split_data_and_params
 
 if TYPE_CHECKING:
+    from serving.limits import Limits
     from serving.model_store import ServedModel
 
 CHECK_EVERY = 1024  # rows between deadline checks: cheap, and keeps the overrun of a timed-out request small
@@ -86,12 +96,18 @@ def _check_limit(n: int, max_rows: int) -> None:
         raise too_many_rows(max_rows)
 
 
-def records(
-    bad: Collector, rows: list[Any], allow_extra: bool, max_rows: int, dl: Deadline, what: str = "record"
-) -> np.ndarray:
+def _unknown_name(key: str, lim: Limits) -> None:
+    # Only keys that are not the model's reach here: the model's own names are short (Limits.for_model).
+    if len(key) > lim.max_value_chars:
+        raise value_too_long(lim.max_value_chars, "a field name")
+
+
+def records(bad: Collector, rows: list[Any], lim: Limits, dl: Deadline, what: str = "record") -> np.ndarray:
     """A list of JSON objects (feature → value) → matrix. Absent keys are missing values; values of the wrong
-    type are NaN in the matrix and recorded in ``bad``."""
-    _check_limit(len(rows), max_rows)
+    type are NaN in the matrix and recorded in ``bad``. (Each object's key count and duplicate keys were checked
+    when the body was decoded: ``decode.check_objects``.)"""
+    _check_limit(len(rows), lim.max_rows)
+    allow_extra, longest = lim.allow_extra, lim.max_value_chars
     rules = bad.rules
     index, value, d = rules.index, rules.value, len(rules.names)
     nan = np.nan
@@ -105,6 +121,8 @@ def records(
         for k, v in rec.items():
             j = index.get(k)
             if j is None:
+                if len(k) > longest:  # inline: this runs for every other column of every row
+                    _unknown_name(k, lim)
                 if not allow_extra:
                     bad.add_unknown(k, i)
                 continue
@@ -117,19 +135,20 @@ def records(
     return X
 
 
-def _columns(bad: Collector, cols: dict[str, Any], allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
+def _columns(bad: Collector, cols: dict[str, Any], lim: Limits, dl: Deadline) -> np.ndarray:
     rules = bad.rules
     lists = {k: (v if type(v) is list else [v]) for k, v in cols.items()}
     lengths = {len(v) for v in lists.values()}
     if len(lengths) > 1:
         raise InputError("all columns must have the same number of values")
     n = lengths.pop() if lengths else 0
-    _check_limit(n, max_rows)
+    _check_limit(n, lim.max_rows)
     X = np.full((n, len(rules.names)), np.nan)
     for k, values in lists.items():
         j = rules.index.get(k)
         if j is None:
-            if not allow_extra:
+            _unknown_name(k, lim)
+            if not lim.allow_extra:
                 bad.add_unknown(k)
             continue
         dl.check()
@@ -142,7 +161,7 @@ def _columns(bad: Collector, cols: dict[str, Any], allow_extra: bool, max_rows: 
     return X
 
 
-def _split(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline) -> np.ndarray:
+def _split(bad: Collector, doc: Any, lim: Limits, dl: Deadline) -> np.ndarray:
     if type(doc) is not dict:
         raise InputError("dataframe_split must be an object with 'columns' and 'data'")
     extra = set(doc) - {"columns", "data", "index"}
@@ -151,13 +170,19 @@ def _split(bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadl
     columns, data = doc["columns"], doc["data"]
     if type(columns) is not list or type(data) is not list or not all(type(c) is str for c in columns):
         raise InputError("dataframe_split 'columns' must be a list of names and 'data' a list of rows")
-    _check_limit(len(data), max_rows)
+    _check_limit(len(data), lim.max_rows)
+    if len(columns) > lim.max_columns:
+        raise too_many_columns(lim.max_columns, "columns in dataframe_split")
+    if len(set(columns)) != len(columns):  # a list, so the JSON key check does not see it
+        raise duplicate("dataframe_split column", first_repeated(columns), lim.nameable)
     rules = bad.rules
     targets = []
     for c in columns:
         j = rules.index.get(c)
-        if j is None and not allow_extra:
-            bad.add_unknown(c)
+        if j is None:
+            _unknown_name(c, lim)
+            if not lim.allow_extra:
+                bad.add_unknown(c)
         targets.append(j)
     bad.raise_if_any()  # unknown columns: before reading any row
     pairs = [(pos, j) for pos, j in enumerate(targets) if j is not None]
@@ -204,9 +229,7 @@ def check_interval(model: ServedModel, interval: bool) -> None:
         raise InputError("interval: " + RULES["no_interval"], problems=[Problem("interval", "no_interval", {})])
 
 
-def json_to_matrix(
-    bad: Collector, doc: Any, allow_extra: bool, max_rows: int, dl: Deadline
-) -> tuple[np.ndarray, dict[str, bool]]:
+def json_to_matrix(bad: Collector, doc: Any, lim: Limits, dl: Deadline) -> tuple[np.ndarray, dict[str, bool]]:
     """A decoded MLflow JSON payload → (float matrix in feature order, the params' flags); values of the wrong
     type are recorded in ``bad``."""
     if type(doc) is not dict:
@@ -216,22 +239,23 @@ def json_to_matrix(
         # Only our own format names are repeated back; other keys are the client's and may be data.
         given = sorted(k for k in doc if k in SUPPORTED_FORMATS)
         raise InputError(f"{REQUIRED_INPUT_FORMAT}. Received {len(given)} of them: {given}")
+    allow_extra = lim.allow_extra
     extra = set(doc) - SUPPORTED_FORMATS - {"params"}
     if extra and not allow_extra:
         raise InputError(f"{len(extra)} unexpected top-level field(s); expected one input format and optional params")
     flags = _params(params, allow_extra)
     ((fmt, payload),) = data.items()
     if fmt == DF_SPLIT:
-        X = _split(bad, payload, allow_extra, max_rows, dl)
+        X = _split(bad, payload, lim, dl)
     elif fmt == DF_RECORDS:
         if type(payload) is not list:
             raise InputError("dataframe_records must be a list of records")
-        X = records(bad, payload, allow_extra, max_rows, dl)
+        X = records(bad, payload, lim, dl)
     elif fmt in (INSTANCES, INPUTS):
         if type(payload) is list:
-            X = records(bad, payload, allow_extra, max_rows, dl)
+            X = records(bad, payload, lim, dl)
         elif type(payload) is dict:
-            X = _columns(bad, payload, allow_extra, max_rows, dl)
+            X = _columns(bad, payload, lim, dl)
         else:
             raise InputError(f"{fmt} must be a list of records or an object of columns")
     else:  # pragma: no cover - SUPPORTED_FORMATS is the four above
@@ -239,13 +263,15 @@ def json_to_matrix(
     return X, flags
 
 
-def frame_to_matrix(bad: Collector, df: Any, allow_extra: bool, max_rows: int) -> np.ndarray:
-    """A DataFrame from CSV/Parquet → float matrix; text in a numeric column is recorded in ``bad`` (no
-    coercion)."""
-    _check_limit(len(df), max_rows)
+def frame_to_matrix(bad: Collector, df: Any, lim: Limits, names: list[str] | None = None) -> np.ndarray:
+    """A DataFrame from CSV/Parquet (its columns checked by ``serving.decode``) → float matrix; text in a numeric
+    column is recorded in ``bad`` (no coercion). ``names``: every column the body has, when ``df`` holds only the
+    model's (Parquet's other columns are never decoded)."""
+    allow_extra = lim.allow_extra
+    _check_limit(len(df), lim.max_rows)
     rules = bad.rules
     X = np.full((len(df), len(rules.names)), np.nan)
-    for c in df.columns:
+    for c in df.columns if names is None else names:
         j = rules.index.get(c)
         if j is None:
             if not allow_extra:

@@ -406,14 +406,24 @@ BAD_INVOCATIONS = [
         "INVALID_PARAMETER_VALUE",
         "pedigri_diabetes: must be between",
     ),
-    ("deep_json", JSON_HDR, b"[" * 100_000 + b"]" * 100_000, 400, "BAD_REQUEST", "valid JSON"),
+    # deeper than the parsers go (orjson: 1024 levels, the standard library: the recursion limit)
+    ("deep_json", JSON_HDR, b"[" * 3000 + b"]" * 3000, 400, "BAD_REQUEST", "valid JSON"),
     (
         "deep_json_inside_records",
         JSON_HDR,
-        b'{"dataframe_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"dataframe_records": ' + b"[" * 3000 + b"]" * 3000 + b"}",
         400,
         "BAD_REQUEST",
         "valid JSON",
+    ),
+    # more arrays than 2 per allowed row: counted on the bytes, before any parser
+    (
+        "json_too_many_arrays",
+        JSON_HDR,
+        b"[" * 100_000 + b"]" * 100_000,
+        413,
+        "REQUEST_LIMIT_EXCEEDED",
+        "too many JSON objects or arrays",
     ),
     (
         "missing_required",
@@ -668,9 +678,11 @@ def test_predict_nan_is_a_missing_value_as_on_invocations(server: Server) -> Non
 
 
 def test_predict_deep_json_is_a_400(server: Server) -> None:
-    r = server.post("/predict", data=b"[" * 100_000 + b"]" * 100_000, headers=JSON_HDR)
+    r = server.post("/predict", data=b"[" * 3000 + b"]" * 3000, headers=JSON_HDR)
     assert r.status_code == 400
     assert r.json()["errors"][0]["rule"] == "body must be valid JSON"
+    r = server.post("/predict", data=b"[" * 100_000 + b"]" * 100_000, headers=JSON_HDR)
+    assert r.status_code == 413 and "too many JSON objects or arrays" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,13 @@ def test_empty_values_mean_default_and_a_given_mapping_is_isolated(monkeypatch: 
         ({"MAX_ROWS": "1.5"}, "MAX_ROWS"),
         ({"REQUEST_TIMEOUT_S": "0"}, "REQUEST_TIMEOUT_S"),
         ({"REQUEST_TIMEOUT_S": "nan"}, "REQUEST_TIMEOUT_S"),
+        ({"MAX_COLUMNS": "0"}, "MAX_COLUMNS"),
+        ({"MAX_VALUE_CHARS": "many"}, "MAX_VALUE_CHARS"),
+        ({"MAX_DECODED_BYTES": "-1"}, "MAX_DECODED_BYTES"),
+        ({"BODY_READ_TIMEOUT_S": "0"}, "BODY_READ_TIMEOUT_S"),
+        ({"BODY_READ_TIMEOUT_S": "inf"}, "BODY_READ_TIMEOUT_S"),
+        ({"KEEPALIVE_TIMEOUT_S": "nan"}, "KEEPALIVE_TIMEOUT_S"),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS"),
         ({"RELOAD_INTERVAL_S": "-1"}, "RELOAD_INTERVAL_S"),
         ({"ALLOW_EXTRA_COLUMNS": "maybe"}, "ALLOW_EXTRA_COLUMNS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -65,5 +72,6 @@ def test_base_class_is_reusable_and_documented() -> None:
 
     assert Other.from_env({"MODEL_ALIAS": "challenger"}).model_alias == "challenger"
     table = settings_table(Settings)
-    for var in ("MODEL_NAME", "PORT", "WEB_CONCURRENCY", "REGISTRY_TIMEOUT_S", "LOG_LEVEL"):
+    limits = ("MAX_COLUMNS", "MAX_VALUE_CHARS", "MAX_DECODED_BYTES", "BODY_READ_TIMEOUT_S", "KEEPALIVE_TIMEOUT_S")
+    for var in ("MODEL_NAME", "PORT", "WEB_CONCURRENCY", "REGISTRY_TIMEOUT_S", "LOG_LEVEL", *limits, "MAX_CONNECTIONS"):
         assert f"| {var} |" in table
