@@ -128,7 +128,8 @@ def api_peer(env: dict[str, str], source: Path, rows: int, work: Path) -> dict[s
     print(f"--- api (10k-row chunks): {rows:,} rows", flush=True)
     port = free_port()
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "MODEL_NAME": MODEL,
-           "MODEL_CACHE_DIR": str(work / "api-cache"), "REGISTRY_TIMEOUT_S": "120"}  # fmt: skip
+           "MODEL_CACHE_DIR": str(work / "api-cache"), "REGISTRY_TIMEOUT_S": "120",
+           "API_AUTH": "off"}  # loopback only: authentication is measured in the serving benchmark  # fmt: skip
     with (work / "api.log").open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
