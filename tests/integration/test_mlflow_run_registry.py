@@ -31,7 +31,7 @@ def test_mlflow_run_uses_database_url_and_model_alias(postgres_url: str, tmp_pat
     env["MODEL_ALIAS"] = "production"
     # min_auc as typed on the command line ("0.80"): the pipeline must not log it again as "0.8".
     proc = mlflow_run(env, tmp_path, "--experiment-name", "t2", "-P", "cv_repeats=1", "-P", "cv_folds=3",
-                      "-P", "min_auc=0.80")  # fmt: skip
+                      "-P", "family=logistic", "-P", "C=1", "-P", "calibration=none", "-P", "min_auc=0.80")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "promoted to @production" in proc.stdout
 
