@@ -1,13 +1,25 @@
-"""Benchmark: the serving API with the inference log on (Postgres) against the same API with INFERENCE_LOG=off,
-in one run, on the same registered model.
+"""Benchmark: the serving API with the inference log on (Postgres, and SQLite) against the same API with
+INFERENCE_LOG=off, in one run, on the same registered model.
 
-    .venv/bin/python benchmarks/inference_log_benchmark.py [--tracking-uri URI] [--seconds 3] [--rounds 3]
+    .venv/bin/python benchmarks/inference_log_benchmark.py [--tracking-uri URI] [--logs postgres,sqlite]
+        [--seconds 3] [--sustain-seconds 20] [--rounds 3] [--skip-short]
 
-Both services run at once (2 workers each, gunicorn + uvicorn as deployed); cells alternate between them, round
-after round, so background load on the machine hits both alike. Per cell: 1-row requests one at a time (p50
-latency) and 1-row and 100-row requests from 8 keep-alive connections (throughput). Reported: the median of the
-rounds, the on/off ratios, and that every request of the logging service is in the table exactly once. Writes
-JSON under benchmarks/results/.
+The services run at once (2 workers each, gunicorn + uvicorn as deployed): the log off, the log in a fresh
+database of the local Postgres (127.0.0.1:5432, or TEST_PG_DSN), the log in a throwaway SQLite file. Cells
+alternate between them, the order rotating round after round, so background load on the machine hits all alike:
+
+- short cells (--seconds): 1-row requests one at a time (p50 latency), 1-row and 100-row requests from 8
+  keep-alive connections (throughput) — the issue's on/off targets;
+- the sustained cell (--sustain-seconds): 1000-row requests from 8 connections, the load under which the log
+  used to fall behind. Memory of every process is sampled twice a second during it (peak PSS of the service,
+  peak RSS and PSS of its largest worker).
+
+After each cell of a logging service, the next cell waits until that log has dealt with every row it was given
+(in the table, or dropped and counted: ``/metrics``), so no writer runs during another service's cell; the time
+this took is the log's drain time, and the rows it wrote per second over cell + drain are its sustained rate.
+At the end every logging service's table must hold each scored and not dropped row exactly once. Reported:
+medians of the rounds, on/off ratios, rows written per second, rows spooled and dropped, memory. Writes JSON
+under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,119 +42,247 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving_benchmark import (  # noqa: E402
     free_port,
-    memory_mib,
+    log_counts,
     payload,
     prepare_registry,
     run_cell,
     stop,
+    tree,
     wait_healthy,
 )
 
 PG_ADMIN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-CELLS = (("p50_1row_c1", 1, 1), ("tput_1row_c8", 1, 8), ("tput_100row_c8", 100, 8))
+SHORT_CELLS = (("p50_1row_c1", 1, 1), ("tput_1row_c8", 1, 8), ("tput_100row_c8", 100, 8))
+SUSTAIN_CELL = ("sustain_1000row_c8", 1000, 8)
+DRAIN_TIMEOUT_S = 300
 
 
 def start(name: str, env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "MODEL_CACHE_DIR": str(tmp / name)}
+    env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "MODEL_CACHE_DIR": str(tmp / name),
+           "API_AUTH": "off"}  # fmt: skip
     log = (tmp / f"{name}.log").open("wb")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
     wait_healthy(port, "/health", proc, t0, timeout=300)  # a loaded machine can take minutes to import MLflow
     return proc, port
+
+
+def settled(c: dict[str, float]) -> bool:
+    """Every scored row is in the table (written, or spooled and replayed) or was dropped and counted."""
+    return c["written"] + c["replayed"] + c["dropped"] >= c["scored"]
+
+
+def processes(pid: int) -> list[dict[str, float]]:
+    out = []
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                kb = {line.split(":")[0]: int(line.split()[1]) for line in fh if line.split(":")[0] in ("Rss", "Pss")}
+        except (OSError, ValueError, IndexError):
+            continue
+        out.append({"pid": p, "rss_mib": kb.get("Rss", 0) / 1024, "pss_mib": kb.get("Pss", 0) / 1024})
+    return out
+
+
+def memory(pid: int) -> dict[str, float]:
+    """The service's total PSS and its largest worker's RSS and PSS (the master is the tree's root)."""
+    ps = processes(pid)
+    workers = [p for p in ps if p["pid"] != pid] or ps
+    return {
+        "total_pss_mib": round(sum(p["pss_mib"] for p in ps), 1),
+        "worker_rss_mib": round(max(p["rss_mib"] for p in workers), 1),
+        "worker_pss_mib": round(max(p["pss_mib"] for p in workers), 1),
+    }
+
+
+class Sampler:
+    """Peak memory of one service while a cell runs (twice a second)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak = pid, {"total_pss_mib": 0.0, "worker_rss_mib": 0.0, "worker_pss_mib": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for k, v in memory(self.pid).items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seconds: float, sample: bool) -> dict:
+    before = log_counts(port)
+    with Sampler(pid) if sample else _Null() as sampler:
+        res = run_cell(port, body, conc, seconds)
+        if mode != "off":  # the log's drain is part of the cell: its memory peak may come after the last request
+            t0 = time.perf_counter()
+            while not settled(after := log_counts(port)) and time.perf_counter() - t0 < DRAIN_TIMEOUT_S:
+                time.sleep(0.1)
+            res["log_drain_s"] = round(time.perf_counter() - t0, 2)
+            delta = {k: after[k] - before[k] for k in after}
+            res.update({f"rows_{k}": int(v) for k, v in delta.items()})
+            res["rows_in_table_per_s"] = round(
+                (delta["written"] + delta["replayed"]) / (res["wall_s"] + res["log_drain_s"])
+            )
+            res["settled"] = settled(after)
+    if sample:
+        res["peak_memory"] = sampler.peak
+    res["memory_after"] = memory(pid)
+    return res
+
+
+class _Null:
+    peak: dict = {}
+
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def table_counts(url: str) -> tuple[int, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.connect() as conn:
+            q = "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT request_id, row FROM inference_log) d) " \
+                "FROM inference_log"  # fmt: skip
+            n, distinct = conn.execute(sa.text(q)).one()
+    finally:
+        engine.dispose()
+    return int(n), int(distinct)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracking-uri", default="", help="registry with diabetes-t2@champion (default: train one)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
+    ap.add_argument("--logs", default="postgres,sqlite", help="logging services beside the log-off one")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each short cell")
+    ap.add_argument("--sustain-seconds", type=float, default=20.0, help="duration of the sustained 1000-row cell")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-short", action="store_true", help="only the sustained cell")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="for the logging services")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_log.json"))
     args = ap.parse_args(argv)
+    logs = [x for x in args.logs.split(",") if x]
 
     import psycopg2
-    import sqlalchemy as sa
 
     tmp = Path(tempfile.mkdtemp(prefix="inference-log-bench-"))
     base, _, spec = prepare_registry(args.tracking_uri, tmp)
-    bodies = {n: payload(n, spec) for n in (1, 100)}
+    bodies = {n: payload(n, spec) for n in (1, 100, 1000)}
+    cells = ([] if args.skip_short else list(SHORT_CELLS)) + ([SUSTAIN_CELL] if args.sustain_seconds > 0 else [])
 
     db = f"bench_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
-    log_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    procs = {}
+    if "postgres" in logs:
+        admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    urls = {"postgres": PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", "sqlite": f"sqlite:///{tmp / 'log.db'}"}
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    load = [os.getloadavg()]
     try:
         procs["off"] = start("off", {**base, "INFERENCE_LOG": "off"}, tmp)
-        procs["on"] = start("on", {**base, "APP_DATABASE_URL": log_url, "INFERENCE_SPOOL_DIR": str(tmp / "spool")}, tmp)
-        results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c[0]: [] for c in CELLS} for m in procs}
-        sent_rows = 0
+        for name in logs:
+            env = {**base, "APP_DATABASE_URL": urls[name], "INFERENCE_SPOOL_DIR": str(tmp / f"spool-{name}")}
+            env.update(kv.split("=", 1) for kv in args.env)
+            procs[name] = start(name, env, tmp)
+        modes = list(procs)
+        for mode in modes:  # warm-up: every worker has served requests
+            run_cell(procs[mode][1], bodies[1], 8, 0.5)
+        idle = {m: memory(procs[m][0].pid) for m in modes}
+        results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c[0]: [] for c in cells} for m in modes}
         for r in range(args.rounds):
-            for cell, rows, conc in CELLS:
-                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                    res = run_cell(procs[mode][1], bodies[rows], conc, args.seconds)
+            for i, (cell, rows, conc) in enumerate(cells):
+                k = (r + i) % len(modes)
+                for mode in modes[k:] + modes[:k]:
+                    proc, port = procs[mode]
+                    sustained = cell == SUSTAIN_CELL[0]
+                    secs = args.sustain_seconds if sustained else args.seconds
+                    res = run_logged_cell(mode, port, proc.pid, bodies[rows], conc, secs, sample=sustained)
                     results[mode][cell].append(res)
-                    if mode == "on":
-                        sent_rows += (res["requests"] - res["errors"]) * rows
-                    print(f"round {r + 1} {mode:3} {cell:15} {res}", flush=True)
-        memory = {mode: memory_mib(proc.pid) for mode, (proc, _) in procs.items()}
+                    print(f"round {r + 1} {mode:8} {cell:18} {res}", flush=True)
+            load.append(os.getloadavg())
+        totals = {m: log_counts(procs[m][1]) for m in logs}
         for proc, _ in procs.values():
-            stop(proc)  # graceful: the logging service flushes its last batch
-        engine = sa.create_engine(log_url.replace("postgresql://", "postgresql+psycopg2://"))
-        with engine.connect() as conn:
-            count = "SELECT count(*), count(DISTINCT (request_id, row)) FROM inference_log"
-            logged = conn.execute(sa.text(count)).one()
-        engine.dispose()
+            stop(proc)  # graceful: a logging service flushes what it holds
+        tables = {m: table_counts(urls[m]) for m in logs}
     finally:
         for proc, _ in procs.values():
             if proc.poll() is None:
                 stop(proc)
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if "postgres" in logs:
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.close()
 
     def med(mode: str, cell: str, key: str) -> float:
         return statistics.median(x[key] for x in results[mode][cell])
 
-    summary = {
-        "p50_1row_ms": {m: med(m, "p50_1row_c1", "p50_ms") for m in procs},
-        "req_s_1row_c8": {m: med(m, "tput_1row_c8", "req_s") for m in procs},
-        "req_s_100row_c8": {m: med(m, "tput_100row_c8", "req_s") for m in procs},
-    }
+    def peak(mode: str, key: str) -> float:
+        return max(x["peak_memory"][key] for x in results[mode][SUSTAIN_CELL[0]])
+
+    summary: dict[str, Any] = {}
+    if not args.skip_short:
+        summary["p50_1row_ms"] = {m: med(m, "p50_1row_c1", "p50_ms") for m in modes}
+        summary["req_s_1row_c8"] = {m: med(m, "tput_1row_c8", "req_s") for m in modes}
+        summary["req_s_100row_c8"] = {m: med(m, "tput_100row_c8", "req_s") for m in modes}
+    if args.sustain_seconds > 0:
+        s = SUSTAIN_CELL[0]
+        summary["req_s_1000row_c8_sustained"] = {m: med(m, s, "req_s") for m in modes}
+        summary["rows_in_table_per_s_sustained"] = {m: med(m, s, "rows_in_table_per_s") for m in logs}
+        summary["log_drain_s_sustained"] = {m: med(m, s, "log_drain_s") for m in logs}
+        summary["rows_spooled_sustained"] = {m: sum(x["rows_spooled"] for x in results[m][s]) for m in logs}
+        summary["rows_dropped_sustained"] = {m: sum(x["rows_dropped"] for x in results[m][s]) for m in logs}
+        summary["rows_scored_sustained"] = {m: sum(x["rows_scored"] for x in results[m][s]) for m in logs}
+        summary["peak_worker_rss_mib"] = {m: peak(m, "worker_rss_mib") for m in modes}
+        summary["peak_worker_pss_mib"] = {m: peak(m, "worker_pss_mib") for m in modes}
+        summary["peak_total_pss_mib"] = {m: peak(m, "total_pss_mib") for m in modes}
     ratios = {
-        "p50_1row_on_over_off": summary["p50_1row_ms"]["on"] / summary["p50_1row_ms"]["off"],
-        "tput_1row_on_over_off": summary["req_s_1row_c8"]["on"] / summary["req_s_1row_c8"]["off"],
-        "tput_100row_on_over_off": summary["req_s_100row_c8"]["on"] / summary["req_s_100row_c8"]["off"],
+        f"{key}_{m}_over_off": round(v[m] / v["off"], 3)
+        for key, v in summary.items()
+        if key.startswith(("p50_", "req_s_"))
+        for m in logs
+        if v.get("off")
     }
     errors = sum(x["errors"] for m in results.values() for c in m.values() for x in c)
+    exact = {m: tables[m][0] == tables[m][1] == int(totals[m]["scored"] - totals[m]["dropped"]) for m in logs}
     doc = {
         "rounds": args.rounds,
-        "seconds_per_cell": args.seconds,
+        "seconds_per_short_cell": args.seconds,
+        "sustain_seconds": args.sustain_seconds,
         "workers": 2,
+        "log_env": args.env,
         "summary": summary,
-        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "ratios": ratios,
         "errors": errors,
-        "memory_after_load": memory,
-        "rows_sent_to_logging_service": sent_rows,
-        "rows_logged": logged[0],
-        "distinct_rows_logged": logged[1],
-        "load_average": os.getloadavg(),
+        "memory_idle": idle,
+        "log_totals": totals,
+        "rows_in_table_and_distinct": tables,
+        "every_row_exactly_once": exact,
+        "load_average_per_round": [[round(x, 2) for x in la] for la in load],
         "cells": results,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
-    print("\n| figure | log off | log on | on/off |\n|---|---|---|---|")
-    print(f"| 1-row p50 (ms), 1 client | {summary['p50_1row_ms']['off']:.2f} | {summary['p50_1row_ms']['on']:.2f} "
-          f"| {ratios['p50_1row_on_over_off']:.3f} |")  # fmt: skip
-    for key, label in (("req_s_1row_c8", "1-row req/s, 8 clients"), ("req_s_100row_c8", "100-row req/s, 8 clients")):
-        r = summary[key]["on"] / summary[key]["off"]
-        print(f"| {label} | {summary[key]['off']:.0f} | {summary[key]['on']:.0f} | {r:.3f} |")
-    print(f"| PSS MiB after load (2 workers) | {memory['off']['pss_mib']} | {memory['on']['pss_mib']} | |")
-    print(f"rows sent to the logging service: {sent_rows}; in the table: {logged[0]} ({logged[1]} distinct); "
-          f"errors: {errors}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print("\n| figure | " + " | ".join(modes) + " |\n|---|" + "---|" * len(modes))
+    for key, v in summary.items():
+        print(f"| {key} | " + " | ".join(f"{v[m]:,.2f}" if m in v else "" for m in modes) + " |")
+    print(f"ratios: {ratios}")
+    print(f"tables (rows, distinct): {tables}; exactly once: {exact}; errors: {errors}; load {load[-1]}")
     print(f"written {out}")
-    return 0 if logged[0] == logged[1] == sent_rows and errors == 0 else 1
+    return 0 if all(exact.values()) and errors == 0 else 1
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def make_engine(url: str, *, read_only: bool = False, connect_timeout_s: int = 3
     args: dict[str, Any] = {"connect_timeout": connect_timeout_s}
     if read_only:
         args["options"] = "-c default_transaction_read_only=on"
-    return sa.create_engine(url, connect_args=args, pool_pre_ping=True, **kw)
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, connect_args=args, **kw)
 
 
 _migrating = threading.Lock()

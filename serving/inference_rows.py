@@ -1,0 +1,334 @@
+"""How scored requests become rows of ``inference_log``, and how a batch of them reaches the database, fast.
+
+The writer (serving/inference_log.py) shares the GIL with the requests, so per-row Python work is what it must
+avoid. Rows are converted a whole batch at a time, column by column: orjson writes the feature matrix as JSON
+in C, one %-template per row turns each row's numbers into the ``features`` object, and the COPY text is
+assembled with str.join over zipped columns (no Python loop body per row). Measured here: 1.5 µs per row for
+1000-row requests, 5 µs per 1-row request, against 4 µs of per-row dict building plus 9 µs of psycopg2's
+execute_values formatting before.
+
+Postgres takes a batch with one ``COPY inference_log ... FROM STDIN`` (text format) in autocommit: 115-120k
+rows/s here against 13.6k for execute_values, with under 2 µs of client CPU per row. COPY cannot skip rows
+already present, so a batch that meets one (a spool replayed a second time after an interruption, a commit
+whose acknowledgement was lost with the connection) fails whole and is then COPY'd into a temporary staging
+table and moved with ``INSERT ... SELECT ... ON CONFLICT (request_id, row) DO NOTHING``: exactly once either way.
+SQLite (the newcomer default) takes one ``executemany`` with ``ON CONFLICT DO NOTHING``.
+
+A batch spooled to disk is one line: for a Postgres log, its COPY text (replayed with no conversion); otherwise
+its rows as JSON lists in table order, the format earlier versions wrote and every version reads.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain, repeat
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+# Table order: the order of a row in the spool (one JSON list per row), an interface kept across versions so
+# a spool left by an older worker is still replayed.
+COLUMNS = ("request_id", "row", "ts", "model_name", "model_version", "run_id", "route", "caller", "features",
+           "probability", "label", "risk_level", "latency_ms", "source")  # fmt: skip
+# COPY order: the columns that vary per row first, then the ones constant over a request.
+_COPY = ("request_id", "row", "probability", "label", "risk_level", "features", "ts", "model_name", "model_version",
+         "run_id", "route", "caller", "latency_ms", "source")  # fmt: skip
+_COPY_SQL = f"COPY {{}} ({', '.join(_COPY)}) FROM STDIN"
+_STAGE = "inference_log_stage"
+_STAGE_SQL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(COLUMNS)} FROM inference_log WITH NO DATA"
+)
+_MOVE_SQL = (
+    f"INSERT INTO inference_log ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_STAGE} "
+    "ON CONFLICT (request_id, row) DO NOTHING"
+)
+_SQLITE_SQL = (
+    f"INSERT INTO inference_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (request_id, row) DO NOTHING"
+)
+# COPY's text format: a backslash, tab, newline or carriage return inside a value must be escaped.
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class Item:
+    """One request's scored rows, as the route had them (references to its arrays: cheap to hold)."""
+
+    ts: datetime
+    request_id: str
+    route: str
+    source: str
+    caller: str
+    latency_ms: float
+    model: Any  # ServedModel: name, version, run_id, names, categories
+    X: Any
+    probability: Any
+    label: Any
+    risk_level: Any
+
+    def __len__(self) -> int:
+        return len(self.probability)
+
+
+def _escape(value: Any) -> str:
+    return str(value).translate(_ESCAPE)
+
+
+class FeatureFormat:
+    """Turns rows of one model's feature matrix into the ``features`` JSON objects: keys in the model's order,
+    categories as their text, not measured (NaN) as null — the input as the model received it."""
+
+    def __init__(self, names: Sequence[str], categories: dict[int, dict[str, float]]):
+        keys = [orjson.dumps(str(n)).decode().replace("%", "%%") for n in names]
+        self.template = "{" + ", ".join(f"{k}: %s" for k in keys) + "}"
+        # Category code as orjson writes it in the matrix -> the category's JSON text (an unknown code: null).
+        self.categories: dict[int, dict[str, str]] = {}
+        for j, cats in categories.items():
+            codes = list(cats.values())
+            written = _numbers(np.asarray(codes, dtype=np.float64).reshape(1, -1))[0].split(",") if codes else []
+            self.categories[j] = {w: orjson.dumps(c).decode() for w, c in zip(written, cats, strict=True)}
+
+    def json(self, X: Any) -> list[str]:
+        lines = _numbers(np.ascontiguousarray(X, dtype=np.float64))
+        if not lines:
+            return []
+        values: Iterable[Sequence[str]] = map(str.split, lines, repeat(","))
+        if self.categories:
+            values = [self._decode(v) for v in values]
+        return list(map(self.template.__mod__, map(tuple, values)))
+
+    def _decode(self, values: list[str]) -> list[str]:
+        for j, m in self.categories.items():
+            values[j] = m.get(values[j], "null")
+        return values
+
+
+def _numbers(X: np.ndarray) -> list[str]:
+    """Each row of a float matrix as its JSON numbers joined by commas (NaN as null), written by orjson."""
+    if X.shape[0] == 0:
+        return []
+    body = orjson.dumps(X, option=orjson.OPT_SERIALIZE_NUMPY).decode()  # [[1.0,null],[2.5,3.0]]
+    return body[2:-2].split("],[")
+
+
+Segment = tuple[Item, int, int]  # rows lo:hi of one request
+
+
+class Batch:
+    """Rows on their way to the database: slices of requests from memory, or a spool line read back (rows in
+    table order, or the COPY text a Postgres writer spooled). Live rows are converted column by column over the
+    whole batch (per-request work is a few slices and one repeated string; per-row work is C-level
+    map/zip/join), so many 1-row requests cost little more than one big one."""
+
+    def __init__(self, segments: Sequence[Segment] = (), rows: list[list[Any]] | None = None,
+                 copy: tuple[int, str] | None = None):  # fmt: skip
+        self.segments = segments
+        self._rows = rows
+        self._copy = copy  # (rows, COPY text)
+
+    def __len__(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
+        if self._copy is not None:
+            return self._copy[0]
+        return sum(hi - lo for _, lo, hi in self.segments)
+
+    def spool_line(self, postgres: bool) -> bytes:
+        """This batch as one spool line: COPY text for a Postgres log (replayed with no conversion at all),
+        rows in table order otherwise (the format every version reads)."""
+        if postgres:
+            return orjson.dumps({"rows": len(self), "copy": self.copy_text()}) + b"\n"
+        return orjson.dumps(self.rows()) + b"\n"
+
+    @classmethod
+    def from_spool_line(cls, line: bytes) -> Batch:
+        doc = orjson.loads(line)
+        if isinstance(doc, dict):
+            return cls(copy=(int(doc["rows"]), doc["copy"]))
+        return cls(rows=doc)
+
+    def _varying(self) -> tuple[list[str], list[float], list[int], list[str]]:
+        """Features JSON, probability, label and risk level of every row, in order."""
+        segs = self.segments
+        prob = np.concatenate([np.asarray(it.probability[lo:hi], dtype=np.float64) for it, lo, hi in segs]).tolist()
+        label = np.concatenate([np.asarray(it.label[lo:hi], dtype=np.int64) for it, lo, hi in segs]).tolist()
+        level = list(map(str, np.concatenate([np.asarray(it.risk_level[lo:hi], dtype=object) for it, lo, hi in segs])))
+        features: list[str] = []
+        k = 0
+        while k < len(segs):  # runs of segments scored by the same model: one matrix each
+            model = segs[k][0].model
+            end = k
+            while end < len(segs) and segs[end][0].model is model:
+                end += 1
+            X = np.concatenate([np.asarray(it.X[lo:hi], dtype=np.float64) for it, lo, hi in segs[k:end]])
+            features += FeatureFormat(model.names, model.categories).json(X)
+            k = end
+        return features, prob, label, level
+
+    def _constant(self) -> list[list[Any]]:
+        """Per request: request_id, ts, model_name, model_version, run_id, route, caller, latency_ms, source."""
+        return [[it.request_id, it.ts.isoformat(), it.model.name, it.model.version, it.model.run_id, it.route,
+                 it.caller, it.latency_ms, it.source] for it, _, _ in self.segments]  # fmt: skip
+
+    def rows(self) -> list[list[Any]]:
+        """Rows in table order (the spool's line format), features as JSON text."""
+        if self._rows is not None:
+            return self._rows
+        if self._copy is not None:
+            return _rows_of_copy_text(self._copy[1])
+        if not self.segments:
+            return []
+        features, prob, label, level = self._varying()
+        const = self._constant()
+        sizes = [hi - lo for _, lo, hi in self.segments]
+        rep = [list(chain.from_iterable(map(repeat, col, sizes))) for col in zip(*const, strict=True)]
+        rid, ts, name, version, run_id, route, caller, latency, source = rep
+        rownum = chain.from_iterable(range(lo, hi) for _, lo, hi in self.segments)
+        cols = (rid, rownum, ts, name, version, run_id, route, caller, features, prob, label, level, latency, source)
+        return list(map(list, zip(*cols, strict=True)))
+
+    def copy_text(self) -> str:
+        """The rows as COPY text in ``_COPY`` order."""
+        if self._copy is not None:
+            return self._copy[1]
+        if self._rows is not None:
+            return _copy_text_of_rows(self._rows)
+        if not self.segments:
+            return ""
+        features, prob, label, level = self._varying()
+        sizes = [hi - lo for _, lo, hi in self.segments]
+        const = self._constant()
+        rid = chain.from_iterable(map(repeat, _escaped([c[0] for c in const]), sizes))
+        # ts … source with the line's end, per request; the text columns escaped once per distinct value
+        # (an ISO timestamp never needs it)
+        mids: dict[tuple, tuple[str, str]] = {}
+        tail = []
+        for c in const:
+            key = (*c[2:7], c[8])
+            mid = mids.get(key)
+            if mid is None:
+                mid = mids[key] = ("\t".join(map(_escape, c[2:7])), _escape(c[8]))
+            tail.append(f"{c[1]}\t{mid[0]}\t{float(c[7])!r}\t{mid[1]}\n")
+        rownum = map(str, chain.from_iterable(range(lo, hi) for _, lo, hi in self.segments))
+        cols = (rid, rownum, map(repr, prob), map(str, label), _escaped(level), _escaped(features),
+                chain.from_iterable(map(repeat, tail, sizes)))  # fmt: skip
+        return "".join(map("\t".join, zip(*cols, strict=True)))
+
+
+def _escaped(values: list[str]) -> list[str]:
+    """COPY-escaped text values; almost always the values themselves (one C-level scan to know)."""
+    joined = "".join(values)
+    if "\\" not in joined and "\t" not in joined and "\n" not in joined and "\r" not in joined:
+        return values
+    return [v.translate(_ESCAPE) for v in values]
+
+
+def _copy_text_of_rows(rows: list[list[Any]]) -> str:
+    """Spooled rows (table order) as COPY text: column by column, numbers by repr, text escaped if needed."""
+    if not rows:
+        return ""
+    cols = list(zip(*rows, strict=True))
+    text = []
+    for name in _COPY:
+        col = cols[COLUMNS.index(name)]
+        if name in ("row", "label"):
+            text.append(map(str, map(int, col)))
+        elif name in ("probability", "latency_ms"):
+            text.append(map(repr, map(float, col)))
+        else:
+            text.append(_escaped(list(map(str, col))))
+    return "\n".join(map("\t".join, zip(*text, strict=True))) + "\n"
+
+
+_UNESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _rows_of_copy_text(text: str) -> list[list[Any]]:
+    """COPY text (``_COPY`` order) back into rows in table order: a Postgres writer's spool replayed into
+    SQLite (the database URL changed between the two)."""
+    out = []
+    for line in text.split("\n")[:-1]:
+        values = [_UNESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), v) if "\\" in v else v
+                  for v in line.split("\t")]  # fmt: skip
+        d = dict(zip(_COPY, values, strict=True))
+        d["row"], d["label"] = int(d["row"]), int(d["label"])
+        d["probability"], d["latency_ms"] = float(d["probability"]), float(d["latency_ms"])
+        out.append([d[c] for c in COLUMNS])
+    return out
+
+
+def insert(engine: sa.Engine, batch: Batch) -> None:
+    """Write a batch in one transaction; rows already in the table are left as they are (a replay).
+
+    Few round trips per batch, on purpose: each one releases the GIL, and a request thread busy scoring keeps
+    it for up to the interpreter's switch interval (5 ms) before the writer gets it back."""
+    if not len(batch):
+        return
+    raw = engine.raw_connection()
+    try:
+        if engine.dialect.name == "postgresql":
+            _insert_postgres(raw.dbapi_connection, batch)
+        else:
+            _insert_sqlite(raw.dbapi_connection, engine.dialect, batch)
+    except BaseException:
+        raw.invalidate()  # never handed out again: the writer's engine does not ping before each batch
+        raise
+    finally:
+        raw.close()
+
+
+def _insert_postgres(conn: Any, batch: Batch) -> None:
+    from psycopg2.errors import UniqueViolation
+    from psycopg2.extensions import encodings
+
+    # Bytes in the connection's encoding (a StringIO would hold the text again at 4 bytes a character), sent
+    # in one piece.
+    data = batch.copy_text().encode(encodings.get(conn.encoding, "utf-8"))
+    conn.autocommit = True  # one COPY is one transaction: no separate COMMIT round trip
+    try:
+        with conn.cursor() as cur:
+            cur.copy_expert(_COPY_SQL.format("inference_log"), io.BytesIO(data), size=len(data) + 1)
+        return
+    except UniqueViolation:
+        pass  # some of these rows are in the table already (COPY wrote none): the staging path skips them
+    finally:
+        conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_STAGE_SQL)
+            cur.copy_expert(_COPY_SQL.format(_STAGE), io.BytesIO(data), size=len(data) + 1)
+            cur.execute(_MOVE_SQL)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _insert_sqlite(conn: Any, dialect: sa.Dialect, batch: Batch) -> None:
+    """One executemany. (Measured against one ``INSERT ... SELECT ... FROM json_each(?)`` of the whole batch,
+    which gives the GIL away once instead of once per row: under sustained 1000-row traffic it put 55k rows/s
+    into the table against 42k, but it costs SQLite twice the CPU per row — 94k against 172k rows/s alone —
+    and was slower, 40k against 62k, with a lighter request load. Kept the simpler one: Postgres is the log
+    deployed.)"""
+    # ``ts`` as SQLAlchemy stores a DateTime in SQLite (what the monitor's and the page's queries compare).
+    to_db = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    stamps: dict[str, str] = {}
+    rows = batch.rows()
+    for r in rows:
+        if r[2] not in stamps:
+            stamps[r[2]] = to_db(datetime.fromisoformat(r[2])) if to_db else r[2]
+    params = [(*r[:2], stamps[r[2]], *r[3:]) for r in rows]
+    try:
+        conn.executemany(_SQLITE_SQL, params)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
