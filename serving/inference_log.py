@@ -167,8 +167,8 @@ class Writer:
                 stopping = self._stopping
             try:
                 self._step(stopping)
-            except Exception:  # noqa: BLE001 - the writer must survive anything; the chunk was spooled or counted
-                log.exception("inference log flush failed")
+            except Exception as exc:  # noqa: BLE001 - the writer must survive anything; the chunk was spooled or counted
+                _log_failure("flush", exc)
             if stopping:
                 with self._cond:
                     if not self._pending:
@@ -249,8 +249,8 @@ class Writer:
                     return  # the writer takes care of what is left
             try:
                 self._spill(keep=self.cfg.spill_rows)
-            except Exception:  # noqa: BLE001 - must survive anything; the chunk was counted as dropped
-                log.exception("inference log spill failed")
+            except Exception as exc:  # noqa: BLE001 - must survive anything; the chunk was counted as dropped
+                _log_failure("spill", exc)
                 time.sleep(REPLAY_EVERY_S)
 
     def _spill(self, keep: int) -> None:
@@ -417,6 +417,16 @@ def _prepend(path: Path, line: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _log_failure(step: str, exc: BaseException) -> None:
+    """The exception's type and where it was raised, never its message: a database error quotes the failing row
+    ("Failing row contains (...)"), and these rows are patients' values."""
+    import traceback
+
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno}" if frame else ""
+    log.error("inference log %s failed: %s%s", step, type(exc).__name__, where)
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -511,8 +521,8 @@ def record(request: Any, model: Any, route: str, request_id: str, X: Any, out: M
                 risk_level=out["risk_level"],
             )
         )
-    except Exception:  # noqa: BLE001 - logging must never fail a prediction
-        log.exception("inference log record failed")
+    except Exception as exc:  # noqa: BLE001 - logging must never fail a prediction
+        _log_failure("record", exc)
 
 
 def health() -> dict[str, Any]:

@@ -193,3 +193,17 @@ def _pg_keys(url: str) -> list[tuple[str, int]]:
         out = [tuple(r) for r in conn.execute(sa.text("SELECT request_id, row FROM inference_log ORDER BY id"))]
     engine.dispose()
     return out
+
+
+def test_a_writer_failure_is_logged_without_the_rows_it_quotes(caplog: pytest.LogCaptureFixture) -> None:
+    """Database errors quote the failing row (patients' values): the log says the error's type and place only."""
+    from serving import inference_log
+
+    try:
+        raise ValueError('null value in column "ts"; DETAIL: Failing row contains (r1, 0, {"glucosa": 5.987654})')
+    except ValueError as exc:
+        with caplog.at_level("ERROR", logger="serving.inference_log"):
+            inference_log._log_failure("flush", exc)
+    text = caplog.text
+    assert "inference log flush failed: ValueError at test_inference_log_units.py:" in text
+    assert "5.987654" not in text and "Failing row" not in text
