@@ -80,12 +80,24 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        state = {"status": 500, "started": False}
+        state = {"status": 500, "started": False, "counted": False}
+
+        def count() -> None:
+            state["counted"] = True
+            path = scope.get("path", "")
+            route = path if path in self.routes else "other"
+            status = str(state["status"])
+            REQUESTS.labels(route, scope.get("method", ""), status).inc()
+            LATENCY.labels(route, status).observe(time.perf_counter() - start)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the last byte leaves: a client that scrapes /metrics right after its answer
+                # (possibly from the other worker) sees its own request.
+                count()
             await send(message)
 
         try:
@@ -110,8 +122,5 @@ class MetricsMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            path = scope.get("path", "")
-            route = path if path in self.routes else "other"
-            status = str(state["status"])
-            REQUESTS.labels(route, scope.get("method", ""), status).inc()
-            LATENCY.labels(route, status).observe(time.perf_counter() - start)
+            if not state["counted"]:  # no complete answer: an error, or the client left
+                count()
