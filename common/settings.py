@@ -136,8 +136,10 @@ class CommonSettings(BaseSettings):
     def apply_mlflow_defaults(self) -> None:
         """Bound MLflow's HTTP retries so an unreachable tracking server cannot stall a service for minutes.
 
-        Only defaults: an operator's explicit MLFLOW_HTTP_* values win.
+        Only defaults: an operator's explicit MLFLOW_HTTP_* values win. Artifact progress bars are off: in a
+        service's log they are noise, and their rates ("13086.75it/s") read like numbers from a request.
         """
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.mlflow_http_timeout_s))

@@ -854,6 +854,7 @@ def test_logs_never_contain_request_values(server: Server, registry: Registry) -
     text = server.log.read_text()
     assert "/predict 422" in text and "/invocations 400" in text  # the rejections were logged (without values)
     assert "Traceback" not in text
+    assert "Downloading artifacts" not in text  # no progress bars in a service's log (their rates look like values)
     for sentinel in LOG_SENTINELS:
         assert sentinel not in text, f"request value {sentinel!r} in the server log"
 
