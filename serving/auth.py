@@ -35,7 +35,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving import keys
+from serving.deps import request_id
 from serving.ratelimit import RateLimitConfig, RateLimiter
 from serving.settings import SettingsError
 
@@ -56,7 +56,6 @@ FAILURES = Counter("serving_auth_failures_total", "Refused credentials by reason
 DEFAULT_SERVICE_SCOPES = ("predict", "info", "feedback")  # feedback: the app sends confirmed outcomes
 MAX_CREDENTIAL_CHARS = 4096
 CACHE_SIZE = 4096  # credentials remembered per worker
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The app's logged-in user, sent by the app with its own credential (ui/api.py). A plain token so it cannot
 # smuggle anything into logs: letters, digits and . _ @ + - (user names, e-mail addresses), at most 64.
 USER_HEADER = b"x-inference-user"
@@ -373,12 +372,6 @@ class _Refused(Exception):
 
 
 # ---- integration: plain Starlette handlers and FastAPI dependencies -------------------------------------------
-def request_id(request: Request) -> str:
-    # A caller's id only if it is a plain ASCII token (the API's own rule), so it cannot smuggle anything into logs.
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-
-
 def error_response(request: Request, err: AuthError) -> Response:
     rid = err.request_id or request_id(request)
     doc = {"error_code": AuthError.CODES.get(err.status, "ERROR"), "message": err.message, "request_id": rid}

@@ -14,7 +14,7 @@ from serving.model_store import ServedModel
 from serving.settings import Settings
 
 JSON = "application/json"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a caller's own id
 
 
 async def settings(request: Request) -> Settings:
@@ -30,14 +30,26 @@ async def current_model(request: Request) -> ServedModel:
 
 
 def request_id(request: Request) -> str:
-    """The caller's x-request-id if it is a plain token (so it can never smuggle anything into our logs),
-    else a new one; the same for the whole request (the error handler reads it too)."""
+    """This request's id, minted here and the same for the whole request (the error handler reads it too): the
+    inference log's key with the row, what /feedback names, and the response's ``x-request-id``. Never the
+    caller's own ``x-request-id``: a caller that sent the same one twice would have its second request's rows
+    collide with the first's in the log. The caller's id is kept beside ours in the request log
+    (``client_request_id``)."""
     state = request.scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
-        given = request.headers.get("x-request-id")
-        rid = state["request_id"] = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = state["request_id"] = uuid.uuid4().hex
     return rid
+
+
+def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The caller's ``x-request-id`` (raw ASGI headers) if it is a plain token, so it can never smuggle anything
+    into our logs; else None."""
+    for k, v in headers:
+        if k == b"x-request-id":  # ASGI servers give header names lower-cased
+            given = v.decode("latin-1")
+            return given if _REQUEST_ID.match(given) else None
+    return None
 
 
 async def _request_id(request: Request) -> str:

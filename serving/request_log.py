@@ -1,7 +1,8 @@
 """Structured access log: one JSON line per request on the ``serving.requests`` logger.
 
-Fields: request id, route, method, status, latency (ms), model version, caller name. Never a body, a query
-string or a feature value: those live only in the access-controlled ``inference_log`` table. The caller is
+Fields: request id (ours, unique), the caller's own ``x-request-id`` when it sent a plain token
+(``client_request_id``, else null), route, method, status, latency (ms), model version, caller name. Never a
+body, a query string or a feature value: those live only in the access-controlled ``inference_log`` table. The caller is
 what the authentication layer put in ``scope["state"]["caller"]`` (a key's name or ``app:<user>``, never the
 key; serving.auth.caller_name).
 """
@@ -13,6 +14,8 @@ import time
 from typing import Any
 
 import orjson
+
+from serving.deps import client_request_id
 
 log = logging.getLogger("serving.requests")
 # The line is the JSON document alone (no timestamp/level prefix), so log collectors can parse it as is.
@@ -62,6 +65,7 @@ class RequestLogMiddleware:
                 orjson.dumps(
                     {
                         "request_id": seen["request_id"],
+                        "client_request_id": client_request_id(scope.get("headers") or ()),
                         "route": path if path in self.routes else "other",
                         "method": scope.get("method"),
                         "status": seen["status"],

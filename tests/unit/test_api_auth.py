@@ -125,7 +125,8 @@ def test_every_protected_route_needs_a_valid_credential_with_its_scope(
         assert r.status_code == expected, (case, r.status_code, r.text[:300])
         if expected != 200:
             doc = r.json()
-            assert doc["request_id"] == r.headers["x-request-id"] == f"req-{case.replace(' ', '-')}", case
+            assert doc["request_id"] == r.headers["x-request-id"] != f"req-{case.replace(' ', '-')}", case
+            assert f"request_id={doc['request_id']}" in caplog.text, case  # the refusal's log line names it
             assert doc["error_code"] == ("UNAUTHENTICATED" if expected == 401 else "PERMISSION_DENIED")
             assert ("www-authenticate" in r.headers) == (expected == 401)
     # Refusals are logged with their reason and never with the credential.

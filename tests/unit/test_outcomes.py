@@ -209,6 +209,29 @@ def test_bulk_feedback_stores_in_one_go_and_reports_each_problem(client: Any, lo
     assert len(joined(log_db)) == 3
 
 
+def request_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.requests"]
+
+
+def test_a_reused_client_request_id_loses_no_rows(client: Any, log_db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that sends the same X-Request-ID twice gets two predictions, both logged under our own ids;
+    its id is kept beside ours in the request log line."""
+    caplog.set_level(logging.INFO, logger="serving.requests")
+    sent = [client.post(path, json=body, headers={"X-Request-ID": "client-7"})
+            for path, body in (("/predict", [EXAMPLE_PATIENT] * 2), ("/invocations", {"inputs": [EXAMPLE_PATIENT]}),
+                               ("/predict", EXAMPLE_PATIENT))]  # fmt: skip
+    assert [r.status_code for r in sent] == [200, 200, 200]
+    ids = [r.headers["x-request-id"] for r in sent]
+    assert len(set(ids)) == 3 and "client-7" not in ids
+    rows = logged(log_db, 4)
+    assert [(x["request_id"], x["row"]) for x in rows] == [(ids[0], 0), (ids[0], 1), (ids[1], 0), (ids[2], 0)]
+    by_id = {line["request_id"]: line for line in request_lines(caplog)}
+    assert all(by_id[i]["client_request_id"] == "client-7" for i in ids)
+    r = client.post("/predict", json=EXAMPLE_PATIENT, headers={"X-Request-ID": "not a token; 86.75"})
+    line = request_lines(caplog)[-1]
+    assert line["request_id"] == r.headers["x-request-id"] and line["client_request_id"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "status", "says"),
     [(b"[]", 400, "must not be empty"), (b'"x"', 400, "array of objects"), (b"[", 400, "valid JSON")],
