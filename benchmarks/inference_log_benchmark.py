@@ -2,17 +2,24 @@
 INFERENCE_LOG=off, in one run, on the same registered model.
 
     .venv/bin/python benchmarks/inference_log_benchmark.py [--tracking-uri URI] [--logs postgres,sqlite]
-        [--seconds 3] [--sustain-seconds 20] [--rounds 3] [--skip-short]
+        [--seconds 3] [--sustain-seconds 20] [--rounds 3] [--skip-short] [--client wrk|python] [--pin 0:1]
 
 The services run at once (2 workers each, gunicorn + uvicorn as deployed): the log off, the log in a fresh
 database of the local Postgres (127.0.0.1:5432, or TEST_PG_DSN), the log in a throwaway SQLite file. Cells
 alternate between them, the order rotating round after round, so background load on the machine hits all alike:
 
 - short cells (--seconds): 1-row requests one at a time (p50 latency), 1-row and 100-row requests from 8
-  keep-alive connections (throughput) — the issue's on/off targets;
+  keep-alive connections (throughput) — the issue's on/off targets are the 1-row cells;
 - the sustained cell (--sustain-seconds): 1000-row requests from 8 connections, the load under which the log
   used to fall behind. Memory of every process is sampled twice a second during it (peak PSS of the service,
   peak RSS and PSS of its largest worker).
+
+The load generator is wrk (Debian's ``wrk``, C) when installed, else Python threads (``--client python``), which
+take a core of their own from the two. Each cell counts CPU time over the cell and the log's drain: the service's
+processes per request (what the API instance pays for the log), the local Postgres server's (on Render, another
+machine's) and the load generator's. ``--pin 0:1`` puts the services on CPU 0 and the load generator, Postgres
+and this script on CPU 1, as if the database and the clients were other machines (root: it moves the machine's
+Postgres, and puts it back at the end).
 
 After each cell of a logging service, the next cell waits until that log has dealt with every row it was given
 (in the table, or dropped and counted: ``/metrics``), so no writer runs during another service's cell; the time
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving_benchmark import (  # noqa: E402
+    cpu_seconds,
     free_port,
     log_counts,
     payload,
+    postgres_pids,
     prepare_registry,
     run_cell,
+    run_cell_wrk,
     stop,
     tree,
     wait_healthy,
@@ -119,10 +131,29 @@ class Sampler:
         self._thread.join()
 
 
-def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seconds: float, sample: bool) -> dict:
+@dataclass(frozen=True)
+class Load:
+    """How cells are driven: ``wrk`` (C) or Python threads, and where each side runs (``--pin``)."""
+
+    client: str = "wrk"
+    client_cpus: str = ""  # taskset CPU list for the load generator (and Postgres), "" = anywhere
+
+    def run(self, port: int, body: bytes, conc: int, seconds: float) -> dict[str, Any]:
+        if self.client == "wrk":
+            return run_cell_wrk(port, body, conc, seconds, cpus=self.client_cpus)
+        return run_cell(port, body, conc, seconds)
+
+
+def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seconds: float, sample: bool,
+                    load: Load) -> dict:  # fmt: skip
+    """One cell, then (logging services) the log's drain. CPU time is counted over both, since the log's work
+    after the last request is still this cell's: the service's processes per request (what the API instance
+    pays), the local Postgres server's per request (on Render another machine's), and the load generator's."""
     before = log_counts(port)
+    procs, pg = tree(pid), postgres_pids()
+    cpu0, pg0 = cpu_seconds(procs), cpu_seconds(pg)
     with Sampler(pid) if sample else _Null() as sampler:
-        res = run_cell(port, body, conc, seconds)
+        res = load.run(port, body, conc, seconds)
         if mode != "off":  # the log's drain is part of the cell: its memory peak may come after the last request
             t0 = time.perf_counter()
             while not settled(after := log_counts(port)) and time.perf_counter() - t0 < DRAIN_TIMEOUT_S:
@@ -134,10 +165,21 @@ def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seco
                 (delta["written"] + delta["replayed"]) / (res["wall_s"] + res["log_drain_s"])
             )
             res["settled"] = settled(after)
+    n = max(1, res.get("requests", 0))
+    res["api_cpu_us_per_req"] = round((cpu_seconds(procs) - cpu0) / n * 1e6, 1)
+    res["db_cpu_us_per_req"] = round((cpu_seconds(pg) - pg0) / n * 1e6, 1)
+    if "client_cpu_s" in res:
+        res["client_cpu_us_per_req"] = round(res["client_cpu_s"] / n * 1e6, 1)
     if sample:
         res["peak_memory"] = sampler.peak
     res["memory_after"] = memory(pid)
     return res
+
+
+def pin(pids: list[int], cpus: str) -> None:
+    """Every thread of these processes onto ``cpus`` (children forked later inherit it)."""
+    for p in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], capture_output=True, check=False)
 
 
 class _Null:
@@ -173,9 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-short", action="store_true", help="only the sustained cell")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="for the logging services")
+    ap.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                    help="load generator (default: wrk when installed)")  # fmt: skip
+    ap.add_argument("--pin", default="", metavar="API_CPUS:OTHER_CPUS",
+                    help="e.g. 0:1 — the services on CPU 0; the load generator, Postgres and this script on CPU 1 "
+                         "(the database and clients as other machines, as on Render); restored at the end")  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_log.json"))
     args = ap.parse_args(argv)
     logs = [x for x in args.logs.split(",") if x]
+    api_cpus, _, other_cpus = args.pin.partition(":")
+    driver = Load(args.client, other_cpus)
+    if args.pin:
+        pin([os.getpid()], other_cpus)
+        pin(postgres_pids(), other_cpus)
 
     import psycopg2
 
@@ -199,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
             env.update(kv.split("=", 1) for kv in args.env)
             procs[name] = start(name, env, tmp)
         modes = list(procs)
+        if args.pin:
+            for proc, _ in procs.values():
+                pin(tree(proc.pid), api_cpus)
         for mode in modes:  # warm-up: every worker has served requests
-            run_cell(procs[mode][1], bodies[1], 8, 0.5)
+            driver.run(procs[mode][1], bodies[1], 8, 1)
         idle = {m: memory(procs[m][0].pid) for m in modes}
         results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c[0]: [] for c in cells} for m in modes}
         for r in range(args.rounds):
@@ -210,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     proc, port = procs[mode]
                     sustained = cell == SUSTAIN_CELL[0]
                     secs = args.sustain_seconds if sustained else args.seconds
-                    res = run_logged_cell(mode, port, proc.pid, bodies[rows], conc, secs, sample=sustained)
+                    res = run_logged_cell(mode, port, proc.pid, bodies[rows], conc, secs, sustained, driver)
                     results[mode][cell].append(res)
                     print(f"round {r + 1} {mode:8} {cell:18} {res}", flush=True)
             load.append(os.getloadavg())
@@ -225,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         if "postgres" in logs:
             admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.close()
+        if args.pin:
+            pin(postgres_pids(), f"0-{os.cpu_count() - 1}")  # the machine's Postgres as it was
 
     def med(mode: str, cell: str, key: str) -> float:
         return statistics.median(x[key] for x in results[mode][cell])
@@ -237,9 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         summary["p50_1row_ms"] = {m: med(m, "p50_1row_c1", "p50_ms") for m in modes}
         summary["req_s_1row_c8"] = {m: med(m, "tput_1row_c8", "req_s") for m in modes}
         summary["req_s_100row_c8"] = {m: med(m, "tput_100row_c8", "req_s") for m in modes}
+        for cell, _, _ in SHORT_CELLS[1:]:
+            summary[f"api_cpu_us_per_req_{cell[5:]}"] = {m: med(m, cell, "api_cpu_us_per_req") for m in modes}
+            summary[f"db_cpu_us_per_req_{cell[5:]}"] = {m: med(m, cell, "db_cpu_us_per_req") for m in modes}
     if args.sustain_seconds > 0:
         s = SUSTAIN_CELL[0]
         summary["req_s_1000row_c8_sustained"] = {m: med(m, s, "req_s") for m in modes}
+        summary["api_cpu_us_per_req_1000row_c8_sustained"] = {m: med(m, s, "api_cpu_us_per_req") for m in modes}
+        summary["db_cpu_us_per_req_1000row_c8_sustained"] = {m: med(m, s, "db_cpu_us_per_req") for m in modes}
         summary["rows_in_table_per_s_sustained"] = {m: med(m, s, "rows_in_table_per_s") for m in logs}
         summary["log_drain_s_sustained"] = {m: med(m, s, "log_drain_s") for m in logs}
         summary["rows_spooled_sustained"] = {m: sum(x["rows_spooled"] for x in results[m][s]) for m in logs}
@@ -251,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {
         f"{key}_{m}_over_off": round(v[m] / v["off"], 3)
         for key, v in summary.items()
-        if key.startswith(("p50_", "req_s_"))
+        if key.startswith(("p50_", "req_s_", "api_cpu_"))
         for m in logs
         if v.get("off")
     }
@@ -262,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_short_cell": args.seconds,
         "sustain_seconds": args.sustain_seconds,
         "workers": 2,
+        "client": args.client,
+        "pin": args.pin or None,
         "log_env": args.env,
         "summary": summary,
         "ratios": ratios,

@@ -183,6 +183,92 @@ def run_cell(
     }
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def run_cell_wrk(
+    port: int, body: bytes, concurrency: int, seconds: float, path: str = "/invocations", cpus: str = ""
+) -> dict[str, Any]:
+    """The same cell as ``run_cell`` driven by wrk (Debian's ``wrk``: C, one thread, keep-alive connections), so
+    the load generator takes far less of the machine's CPU than Python threads do. Its own CPU time is reported
+    (``client_cpu_s``). ``cpus``: a CPU list for ``taskset`` (the load generator kept off the API's cores)."""
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        (Path(tmp) / "body").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(WRK_SCRIPT)
+        cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--latency",
+               "--timeout", "30s", "-s", str(Path(tmp) / "post.lua"), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+        if cpus:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        env = {**os.environ, "BENCH_BODY": str(Path(tmp) / "body")}
+        before = os.times()
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+        after = os.times()
+    return {**parse_wrk(out), "client_cpu_s": round(after.children_user + after.children_system
+                                                     - before.children_user - before.children_system, 3)}  # fmt: skip
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """requests, errors (non-2xx, socket errors), wall time, req/s, p50 and p99 from wrk's --latency report."""
+
+    def ms(text: str) -> float:
+        units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+        num = text.rstrip("musn")
+        return float(num) * units[text[len(num) :]]
+
+    res: dict[str, Any] = {"errors": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "50%":
+            res["p50_ms"] = round(ms(words[1]), 3)
+        elif words[0] == "99%":
+            res["p99_ms"] = round(ms(words[1]), 3)
+        elif len(words) > 3 and words[1] == "requests" and words[2] == "in":
+            res["requests"] = int(words[0])
+            res["wall_s"] = round(ms(words[3].rstrip(",")) / 1000, 3)
+        elif words[0] == "Requests/sec:":
+            res["req_s"] = float(words[1])
+        elif line.startswith("  Non-2xx or 3xx responses:"):
+            res["errors"] += int(words[-1])
+        elif words[0] == "Socket" and words[1] == "errors:":
+            res["errors"] += sum(int(x.rstrip(",")) for x in words[3::2])
+    return res
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used so far (/proc/<pid>/stat; exited ones count nothing)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def postgres_pids() -> list[int]:
+    """The local Postgres server's processes (postmaster, backends, WAL writer, checkpointer…)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().strip() in ("postgres", "postmaster"):
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
 def wait_healthy(port: int, path: str, proc: subprocess.Popen, t0: float, timeout: float = 90) -> float:
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:

@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -508,7 +507,7 @@ def record(request: Any, model: Any, route: str, request_id: str, X: Any, out: M
         source = (request.headers.get(SOURCE_HEADER) if trusted else None) or "api"
         w.submit(
             _Item(
-                ts=datetime.now(UTC),
+                ts_us=time.time_ns() // 1000,
                 request_id=request_id,
                 route=route,
                 source=source if source in SOURCES else "api",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +25,7 @@ def _item(rid: str, n: int) -> _Item:
     X = np.array([[100.0 + i, float(i % 2)] for i in range(n)])
     X[0, 0] = np.nan
     p = np.linspace(0.1, 0.9, n)
-    return _Item(datetime.now(UTC), rid, "/predict", "api", "anonymous", 1.5, MODEL, X, p, (p >= 0.5).astype(int),
+    return _Item(time.time_ns() // 1000, rid, "/predict", "api", "anonymous", 1.5, MODEL, X, p, (p >= 0.5).astype(int),
                  np.array(["low"] * n, dtype=object))  # fmt: skip
 
 
@@ -100,6 +100,43 @@ def test_full_spool_drops_and_marks(tmp_path: Path) -> None:
     w.close()
     assert w.dropped > 0 and _rows_in_spool(w.spool) > 0 and _rows_in_spool(w.spool) + w.dropped == 50
     assert (tmp_path / "spool" / f"FULL-{w.pid}").exists()
+
+
+def test_copy_text_sqlite_params_and_spool_lines_hold_the_same_rows() -> None:
+    """The three forms a batch takes (Postgres COPY text, SQLite parameters, a spool line) are the same rows:
+    two models in one batch, a request split between chunks (rows 2:5), categories (one unknown code: null),
+    NaN as null, text that COPY must escape (a tab in a caller, a backslash in a category, a tab in a level)."""
+    import sqlalchemy as sa
+
+    from serving.inference_rows import Batch, _rows_of_copy_text
+
+    odd = SimpleNamespace(name="m2", version="4", run_id="s" * 32, names=['we"ird\\key', "b"],
+                          categories={1: {"a\\b": 0.0, "c": 1.0}})  # fmt: skip
+    us = 1_796_742_000_123_456
+    b_x = np.array([[1.5, 0.0], [np.nan, 1.0], [2.0, 7.0]])
+    first = _item("r1", 5)
+    first.caller = "ta\tb"
+    second = _Item(us, "r2", "/invocations", "app-batch", "app:ana", 0.25, odd, b_x, np.array([0.2, 0.7, 0.9]),
+                   np.array([0, 1, 1]), np.array(["low", "hi\tgh", "high"], dtype=object))  # fmt: skip
+    batch = Batch([(first, 2, 5), (second, 0, 3)])
+    rows = batch.rows()
+    assert [(r[0], r[1]) for r in rows] == [("r1", 2), ("r1", 3), ("r1", 4), ("r2", 0), ("r2", 1), ("r2", 2)]
+    assert rows[3][2] == "2026-12-08 15:00:00.123456+00:00"  # UTC, from the epoch microseconds
+    assert rows[3][8] == '{"we\\"ird\\\\key": 1.5, "b": "a\\\\b"}'
+    assert rows[4][8] == '{"we\\"ird\\\\key": null, "b": "c"}'
+    assert rows[5][8].endswith('"b": null}') and rows[0][7] == "ta\tb" and rows[4][11] == "hi\tgh"
+    assert rows[0][8] == '{"glucosa": 102.0, "sexo": "F"}' and rows[1][8] == '{"glucosa": 103.0, "sexo": "M"}'
+    assert _rows_of_copy_text(batch.copy_text()) == rows  # escaped for COPY and read back: the same values
+    params = batch.sqlite_params()
+    d = sa.create_engine("sqlite://").dialect
+    to_db = sa.DateTime(timezone=True).dialect_impl(d).bind_processor(d)
+    assert params[3][2] == to_db(datetime.fromisoformat(rows[3][2])) == "2026-12-08 15:00:00.123456"
+    assert [(*p[:2], *p[3:]) for p in params] == [(*r[:2], *r[3:]) for r in rows]
+    for postgres in (True, False):  # a spool line, read back, gives the same parameters
+        assert Batch.from_spool_line(batch.spool_line(postgres=postgres)).sqlite_params() == params
+    older = [[*r[:2], datetime.fromisoformat(r[2]).isoformat().replace(" ", "T"), *r[3:]] for r in rows]
+    assert older[3][2] == "2026-12-08T15:00:00.123456+00:00"  # how earlier versions spooled it
+    assert Batch(rows=older).sqlite_params() == params
 
 
 def test_psi_zero_for_the_reference_and_large_for_a_shift() -> None:
