@@ -50,10 +50,15 @@ _MOVE_SQL = (
     f"INSERT INTO inference_log ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_STAGE} "
     "ON CONFLICT (request_id, row) DO NOTHING"
 )
-_SQLITE_SQL = (
-    f"INSERT INTO inference_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-    "ON CONFLICT (request_id, row) DO NOTHING"
-)
+_SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
+_SQLITE_BLOCK = 1024  # rows per INSERT at most: 14,336 parameters, under SQLite's smallest default limit (32,766)
+
+
+def _sqlite_sql(rows: int) -> str:
+    return (
+        f"INSERT INTO inference_log ({', '.join(COLUMNS)}) VALUES {', '.join([_SQLITE_ROW] * rows)} "
+        "ON CONFLICT (request_id, row) DO NOTHING"
+    )
 # COPY's text format: a backslash, tab, newline or carriage return inside a value must be escaped.
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -216,8 +221,8 @@ class Batch:
         return zip(*cols, strict=True)
 
     def sqlite_params(self) -> list[tuple[Any, ...]]:
-        """The rows as parameters of ``_SQLITE_SQL``: ``ts`` as SQLAlchemy stores a DateTime in SQLite (UTC text
-        without an offset), which is what the monitor's and the page's queries compare."""
+        """The rows as the SQLite INSERT's parameters, in table order: ``ts`` as SQLAlchemy stores a DateTime in
+        SQLite (UTC text without an offset), which is what the monitor's and the page's queries compare."""
         if self._rows is None and self._copy is None:
             return list(self._table_rows(_utc_text, utc_suffix=False))
         stamps: dict[str, str] = {}  # spooled rows: ISO text with an offset, as every version wrote it
@@ -375,13 +380,19 @@ def _insert_postgres(conn: Any, batch: Batch) -> None:
 
 
 def _insert_sqlite(conn: Any, batch: Batch) -> None:
-    """One executemany. (Measured against one ``INSERT ... SELECT ... FROM json_each(?)`` of the whole batch,
-    which gives the GIL away once instead of once per row: under sustained 1000-row traffic it put 55k rows/s
-    into the table against 42k, but it costs SQLite twice the CPU per row — 94k against 172k rows/s alone —
-    and was slower, 40k against 62k, with a lighter request load. Kept the simpler one: Postgres is the log
-    deployed.)"""
+    """Multi-row INSERTs of power-of-two sizes (at most 11 statement texts, each prepared once and cached by
+    sqlite3). One statement per block, not ``executemany``'s one per row: sqlite3 gives the GIL away around every
+    statement it steps, and each time the writer wants it back it waits for the request thread to let go —
+    once per logged row with executemany, which cost a 1-row request at 8 clients 30 % of its throughput and
+    its p50 +25 % (benchmarks/inference_log_benchmark.py). (A single ``INSERT ... SELECT ... FROM json_each(?)``
+    of the whole batch was measured too: twice SQLite's CPU per row.)"""
+    params = batch.sqlite_params()
     try:
-        conn.executemany(_SQLITE_SQL, batch.sqlite_params())
+        pos, n = 0, len(params)
+        while pos < n:
+            rows = min(_SQLITE_BLOCK, 1 << ((n - pos).bit_length() - 1))
+            conn.execute(_sqlite_sql(rows), list(chain.from_iterable(params[pos : pos + rows])))
+            pos += rows
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -139,6 +139,23 @@ def test_copy_text_sqlite_params_and_spool_lines_hold_the_same_rows() -> None:
     assert Batch(rows=older).sqlite_params() == params
 
 
+@pytest.mark.slow  # an Alembic migration: a few seconds
+def test_sqlite_takes_a_chunk_in_blocks_exactly_once(tmp_path: Path) -> None:
+    """2,003 rows = blocks of 1024, 512, 256, 128, 64, 16, 2 and 1 rows; written twice (a replay), stored once."""
+    from common import inference_db
+    from serving import inference_rows
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    inference_db.migrate(url)
+    engine = inference_db.make_engine(url)
+    batch = inference_rows.Batch([(_item("big", 2000), 0, 2000), (_item("small", 3), 0, 3)])
+    inference_rows.insert(engine, batch)
+    inference_rows.insert(engine, batch)
+    engine.dispose()
+    rows = _rows(url)
+    assert [(r[0], r[1]) for r in rows] == [("big", i) for i in range(2000)] + [("small", i) for i in range(3)]
+
+
 def test_psi_zero_for_the_reference_and_large_for_a_shift() -> None:
     rng = np.random.default_rng(0)
     train = rng.normal(120, 30, 5000)
