@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from common.validation import FeatureRules
-from serving import auth, feedback, inference_log, metrics, openapi, security_headers
+from serving import auth, inference_log, metrics, openapi, security_headers
 from serving.deps import JSON, request_id
 from serving.errors import InputError, error_doc
 from serving.limits import BUFFERED_BODIES, BodyGuard, Limits
@@ -159,9 +159,6 @@ def create_app(settings: Settings, store: ModelStore, env: dict[str, str] | None
     app.state.worker_started = False
     app.state.docs_html = DOCS_HTML
     paths = mount(app)
-    # Outcomes for the inference log (serving/feedback.py): its own scope, a plain handler guarded here.
-    app.add_route("/feedback", auth.protect(feedback.feedback, "feedback"), methods=["POST"])
-    paths.append("/feedback")
     app.state.openapi_without_model = lambda: openapi.document(app, None, settings)
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, bad_query)

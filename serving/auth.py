@@ -22,8 +22,8 @@ credential; ``WWW-Authenticate: Bearer``), 403 PERMISSION_DENIED (scope missing)
 (``serving_auth_failures_total{reason}``) and logged with the reason, never with the credential.
 
 Integration: ``install(app, host)`` once; then ``Depends(require("predict"))`` on FastAPI routes, or
-``protect(handler, "predict")`` around a plain Starlette handler. The principal is in ``request.state.principal``
-and the caller's name for the logs in ``request.state.caller`` (see ``caller_name``).
+``await authorize(request, "predict")`` first thing in a LeanRoute (serving/routes.py). The principal is in
+``request.state.principal`` and the caller's name for the logs in ``request.state.caller`` (see ``caller_name``).
 """
 
 from __future__ import annotations
@@ -418,20 +418,6 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         return await authorize(request, scope)
 
     return dependency
-
-
-def protect(handler: Callable[[Request], Awaitable[Response]], scope: str) -> Callable[[Request], Awaitable[Response]]:
-    """A plain Starlette handler that first requires ``scope``."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            await authorize(request, scope)
-        except AuthError as err:
-            return error_response(request, err)
-        return await handler(request)
-
-    guarded.__name__ = getattr(handler, "__name__", "guarded")
-    return guarded
 
 
 def install(app: Any, host: str, env: Mapping[str, str] | None = None, store: keys.KeyStore | None = None) -> Guard:

@@ -10,9 +10,19 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from mlflow.version import VERSION
 
+from serving import feedback
 from serving.model_store import ServedModel
-from serving.schemas import patient_model
+from serving.schemas import AuthFailure, FeedbackBulk, FeedbackStored, patient_model
 from serving.settings import Settings
+
+PUBLIC = ("/health", "/ping", "/version")  # every other route needs a credential (serving/auth.py)
+SCOPE_OF = {"/invocations": "predict", "/predict": "predict", "/model/info": "info", "/metrics": "metrics",
+            "/feedback": feedback.SCOPE}  # fmt: skip
+AUTH_ERRORS = {
+    "401": "no credential, or an unknown, revoked or expired one (WWW-Authenticate: Bearer)",
+    "403": "the credential does not have this route's scope",
+    "429": "rate limit or quota of the credential, or too many failed credentials from this address (Retry-After)",
+}
 
 PARAMS = {
     "type": "object",
@@ -90,4 +100,32 @@ def document(app: FastAPI, model: ServedModel | None, settings: Settings) -> dic
     else:
         schemas["Patient"] = {"type": "object", "description": "no model is loaded yet"}
     schemas["InvocationsRequest"] = invocations_schema(names)
+    for model_cls in (feedback.Outcome, FeedbackStored, FeedbackBulk, AuthFailure):  # referenced by raw schemas
+        schema = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model_cls.__name__] = schema
+    secure(doc)
     return doc
+
+
+def secure(doc: dict[str, Any]) -> None:
+    """Bearer authentication on every route but the public ones, with its scope and its refusals."""
+    doc["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (python -m serving.keys create), a JWT (python -m serving.keys token) or the "
+            "app's service key; each route needs one scope: predict, info, metrics or feedback.",
+        }
+    }
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/AuthFailure"}}}}
+    for path, ops in doc.get("paths", {}).items():
+        if path in PUBLIC:
+            continue
+        for op in ops.values():
+            op["security"] = [{"bearer": []}]
+            scope = SCOPE_OF.get(path)
+            if scope:
+                op["description"] = (op.get("description", "") + f"\n\nScope: `{scope}`.").strip()
+            for status, what in AUTH_ERRORS.items():
+                op.setdefault("responses", {}).setdefault(status, {"description": what, **ref})

@@ -21,12 +21,15 @@ from mlflow.version import VERSION
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import request_response as starlette_request_response
 
-from serving import auth, decode, deps, inference_log, limits, metrics, strict
+from serving import auth, decode, deps, feedback, inference_log, limits, metrics, strict
 from serving.deps import JSON, CurrentModel, RequestId, SettingsDep
 from serving.errors import Deadline, InputError
 from serving.mlflow_adapter import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPE_PARQUET, CONTENT_TYPES
 from serving.model_store import ServedModel
 from serving.schemas import (
+    FeedbackBulk,
+    FeedbackError,
+    FeedbackStored,
     Health,
     InvocationsResponse,
     Lang,
@@ -58,7 +61,8 @@ def mount(app: FastAPI) -> list[str]:
     app.router.routes.extend(mlflow_router.routes)
     app.include_router(api_router)
     app.include_router(ops_router)
-    return [r.path for router in (mlflow_router, api_router, ops_router) for r in router.routes]
+    app.router.routes.extend(outcomes_router.routes)
+    return [r.path for router in (mlflow_router, api_router, ops_router, outcomes_router) for r in router.routes]
 
 
 def _errors(model: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -68,8 +72,9 @@ def _errors(model: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
         408: "the body was not received within BODY_READ_TIMEOUT_S",
         413: "body, rows, columns, a value's length or Parquet's decoded size over the limit",
         415: "unsupported Content-Type (UTF-8 only, no unknown parameters)",
+        409: "the inference log is off (INFERENCE_LOG=off): there is nothing to join an outcome to",
         422: "values that break the model's rules, or a bad query parameter",
-        503: "no model is loaded yet, or too many uploads at once (Retry-After)",
+        503: "no model is loaded yet, too many uploads at once (Retry-After), or (/feedback) its database is down",
         504: "the request took longer than REQUEST_TIMEOUT_S",
     }
     return {s: {"model": model, "description": what[s]} for s in statuses}
@@ -234,6 +239,47 @@ def _friendly(model: ServedModel, out: dict[str, Any], contributions: bool) -> l
             row["contributions"] = {n: c[i] for n, c in contrib.items()}
         rows.append(row)
     return rows
+
+
+# ---- outcomes -------------------------------------------------------------------------------------------
+outcomes_router = APIRouter(tags=["Outcomes"], route_class=LeanRoute)
+
+FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            CONTENT_TYPE_JSON: {
+                "schema": {
+                    "oneOf": [
+                        _ref("Outcome"),
+                        {"type": "array", "items": _ref("Outcome"), "minItems": 1, "description": "at most MAX_ROWS"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+@outcomes_router.post(
+    "/feedback",
+    responses={
+        200: {
+            "description": "one outcome stored, or (an array) what happened to each item",
+            "content": {CONTENT_TYPE_JSON: {"schema": {"oneOf": [_ref("FeedbackStored"), _ref("FeedbackBulk")]}}},
+        },
+        404: {"model": FeedbackError, "description": "no logged prediction with this request_id and row"},
+        **_errors(FeedbackError, 400, 409, 413, 415, 422, 503),
+    },
+    openapi_extra=FEEDBACK_BODY,
+    summary="Record the confirmed outcome of a prediction (or of many), joined to it in the inference log",
+)
+async def feedback_route(request: Request) -> Response:
+    await auth.authorize(request, feedback.SCOPE)  # a LeanRoute solves no dependencies: the check is explicit here
+    return await feedback.feedback(request)
+
+
+OPENAPI_MODELS = (FeedbackStored, FeedbackBulk, feedback.Outcome)  # referenced by the raw schemas above
 
 
 # ---- operations -----------------------------------------------------------------------------------------

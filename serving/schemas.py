@@ -158,6 +158,47 @@ class Unavailable(BaseModel):
     error: str
 
 
+class AuthFailure(BaseModel):
+    """A refused credential (serving/auth.py); never echoes the credential."""
+
+    error_code: Literal["UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "TEMPORARILY_UNAVAILABLE"]
+    message: str
+    request_id: str
+
+
+class FieldRule(BaseModel):
+    field: str = Field(description="the field, or 'body'")
+    rule: str = Field(description="the rule it breaks, in English; never the submitted value")
+
+
+class FeedbackStored(BaseModel):
+    """One outcome stored (a second one for the same prediction replaces the first)."""
+
+    request_id: str
+    row: int
+    stored: Literal[True]
+
+
+class FeedbackProblem(BaseModel):
+    index: int = Field(description="0-based position of the item in the array")
+    status: Literal["invalid", "not_found"]
+    errors: list[FieldRule]
+
+
+class FeedbackBulk(BaseModel):
+    """An array of outcomes: the valid ones whose prediction is logged stored in one transaction."""
+
+    stored: int
+    not_found: int
+    invalid: int
+    problems: list[FeedbackProblem] = Field(description="one per item not stored, in item order")
+
+
+class FeedbackError(BaseModel):
+    error: str | None = Field(None, description="409/413/415/503: what went wrong")
+    errors: list[FieldRule] = Field(default_factory=list, description="400/404/422: one entry per field")
+
+
 def patient_model(features: list[dict[str, Any]], allow_extra: bool) -> type[BaseModel]:
     """The served version's patient: one field per feature with its type (integer features as integers),
     range, unit and label, required unless the spec says optional."""

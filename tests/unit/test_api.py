@@ -61,6 +61,26 @@ def test_openapi_lists_every_status_and_content_type(doc: dict[str, Any]) -> Non
     assert "/docs" not in paths and "/openapi.json" not in paths
 
 
+def test_openapi_documents_feedback_and_the_credentials_each_route_needs(doc: dict[str, Any]) -> None:
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    fb = paths["/feedback"]["post"]
+    body = fb["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert body[0]["$ref"].endswith("/Outcome") and body[1]["items"]["$ref"].endswith("/Outcome")
+    assert {"request_id", "diabetes", "test", "test_date"} <= set(schemas["Outcome"]["required"])
+    assert schemas["Outcome"]["properties"]["test"]["enum"] == ["hba1c", "fasting_glucose", "ogtt"]
+    ok = fb["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [r["$ref"].rsplit("/", 1)[1] for r in ok] == ["FeedbackStored", "FeedbackBulk"]
+    assert {"400", "404", "409", "413", "415", "422", "503"} <= set(fb["responses"])
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, scope in (("/invocations", "predict"), ("/predict", "predict"), ("/feedback", "feedback"),
+                        ("/model/info", "info"), ("/metrics", "metrics")):  # fmt: skip
+        op = next(iter(paths[path].values()))
+        assert op["security"] == [{"bearer": []}] and f"Scope: `{scope}`" in op["description"], path
+        assert {"401", "403", "429"} <= set(op["responses"]), path
+    for path in ("/health", "/ping", "/version"):  # public: Render's health check needs no credential
+        assert "security" not in paths[path]["get"] and "401" not in paths[path]["get"]["responses"]
+
+
 def test_invocations_errors_use_mlflow_codes(client: Any) -> None:
     patient = client.app.state.store.current
     good = example(patient.spec["features"])

@@ -82,8 +82,11 @@ ROUTES = {
     "/metrics": ("metrics", "GET", {}),
     "/docs": ("info", "GET", {}),
     "/openapi.json": ("info", "GET", {}),
+    # an outcome for a prediction nobody logged: the envelope is accepted (200) and the item reported not found
+    "/feedback": ("feedback", "POST", {"json": [{"request_id": "not-logged", "diabetes": True, "test": "hba1c",
+                                                 "test_date": "2026-01-15"}]}),  # fmt: skip
 }
-OTHER_SCOPE = {"predict": "info", "info": "metrics", "metrics": "predict"}
+OTHER_SCOPE = {"predict": "info", "info": "metrics", "metrics": "predict", "feedback": "predict"}
 
 
 @pytest.fixture(scope="module")
