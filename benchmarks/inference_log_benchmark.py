@@ -8,8 +8,10 @@ The services run at once (2 workers each, gunicorn + uvicorn as deployed): the l
 database of the local Postgres (127.0.0.1:5432, or TEST_PG_DSN), the log in a throwaway SQLite file. Cells
 alternate between them, the order rotating round after round, so background load on the machine hits all alike:
 
-- short cells (--seconds): 1-row requests one at a time (p50 latency), 1-row and 100-row requests from 8
-  keep-alive connections (throughput) — the issue's on/off targets are the 1-row cells;
+- short cells, each run as --short-rounds rounds (9) of one --seconds slice (2 s) per service back to back: 1-row
+  requests one at a time (p50 latency), 1-row and 100-row requests from 8 keep-alive connections (throughput) —
+  the issue's on/off targets are the 1-row cells. This machine's speed wanders by a factor of two from one
+  minute to the next (a shared VM), so each ratio is the median of the rounds' paired ratios, with its range;
 - the sustained cell (--sustain-seconds): 1000-row requests from 8 connections, the load under which the log
   used to fall behind. Memory of every process is sampled twice a second during it (peak PSS of the service,
   peak RSS and PSS of its largest worker).
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -210,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracking-uri", default="", help="registry with diabetes-t2@champion (default: train one)")
     ap.add_argument("--logs", default="postgres,sqlite", help="logging services beside the log-off one")
-    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each short cell")
+    ap.add_argument("--seconds", type=float, default=2.0, help="duration of each short cell's slice")
     ap.add_argument("--sustain-seconds", type=float, default=20.0, help="duration of the sustained 1000-row cell")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the sustained cell")
+    ap.add_argument("--short-rounds", type=int, default=9, help="rounds of each short cell (paired ratios)")
     ap.add_argument("--skip-short", action="store_true", help="only the sustained cell")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="for the logging services")
     ap.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     api_cpus, _, other_cpus = args.pin.partition(":")
     driver = Load(args.client, other_cpus)
     if args.pin:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still puts Postgres back (finally)
         pin([os.getpid()], other_cpus)
         pin(postgres_pids(), other_cpus)
 
@@ -258,13 +263,19 @@ def main(argv: list[str] | None = None) -> int:
             driver.run(procs[mode][1], bodies[1], 8, 1)
         idle = {m: memory(procs[m][0].pid) for m in modes}
         results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c[0]: [] for c in cells} for m in modes}
-        for r in range(args.rounds):
-            for i, (cell, rows, conc) in enumerate(cells):
+        # Short cells back to back, in rounds of one slice per service (the order rotating): a slow spell of the
+        # machine (a shared VM's CPU comes and goes) hits the services of one round alike, and each round gives a
+        # paired on/off ratio. Then the sustained rounds.
+        plan = [
+            (cell, rows, conc, args.seconds, args.short_rounds) for cell, rows, conc in cells if cell != SUSTAIN_CELL[0]
+        ]
+        plan += [(*SUSTAIN_CELL, args.sustain_seconds, args.rounds)] if SUSTAIN_CELL in cells else []
+        for i, (cell, rows, conc, secs, rounds) in enumerate(plan):
+            for r in range(rounds):
                 k = (r + i) % len(modes)
                 for mode in modes[k:] + modes[:k]:
                     proc, port = procs[mode]
                     sustained = cell == SUSTAIN_CELL[0]
-                    secs = args.sustain_seconds if sustained else args.seconds
                     res = run_logged_cell(mode, port, proc.pid, bodies[rows], conc, secs, sustained, driver)
                     results[mode][cell].append(res)
                     print(f"round {r + 1} {mode:8} {cell:18} {res}", flush=True)
@@ -310,17 +321,29 @@ def main(argv: list[str] | None = None) -> int:
         summary["peak_worker_rss_mib"] = {m: peak(m, "worker_rss_mib") for m in modes}
         summary["peak_worker_pss_mib"] = {m: peak(m, "worker_pss_mib") for m in modes}
         summary["peak_total_pss_mib"] = {m: peak(m, "total_pss_mib") for m in modes}
-    ratios = {
-        f"{key}_{m}_over_off": round(v[m] / v["off"], 3)
-        for key, v in summary.items()
-        if key.startswith(("p50_", "req_s_", "api_cpu_"))
-        for m in logs
-        if v.get("off")
-    }
+
+    def paired(mode: str, cell: str, key: str) -> dict[str, float]:
+        """Median, lowest and highest of the rounds' on/off ratios (each round's slices ran back to back)."""
+        r = [x[key] / o[key] for x, o in zip(results[mode][cell], results["off"][cell], strict=True) if o[key]]
+        return {"median": round(statistics.median(r), 3), "min": round(min(r), 3), "max": round(max(r), 3)}
+
+    ratios: dict[str, Any] = {}
+    if not args.skip_short and "off" in modes:
+        for label, cell, key in (("p50_1row_ms", "p50_1row_c1", "p50_ms"), ("req_s_1row_c8", "tput_1row_c8", "req_s"),
+                                 ("req_s_100row_c8", "tput_100row_c8", "req_s"),
+                                 ("api_cpu_us_per_req_1row_c8", "tput_1row_c8", "api_cpu_us_per_req"),
+                                 ("api_cpu_us_per_req_100row_c8", "tput_100row_c8", "api_cpu_us_per_req")):  # fmt: skip
+            for m in logs:
+                ratios[f"{label}_{m}_over_off"] = paired(m, cell, key)
+    if args.sustain_seconds > 0 and "off" in modes:
+        for key in ("req_s_1000row_c8_sustained", "api_cpu_us_per_req_1000row_c8_sustained"):
+            for m in logs:
+                ratios[f"{key}_{m}_over_off"] = round(summary[key][m] / summary[key]["off"], 3)
     errors = sum(x["errors"] for m in results.values() for c in m.values() for x in c)
     exact = {m: tables[m][0] == tables[m][1] == int(totals[m]["scored"] - totals[m]["dropped"]) for m in logs}
     doc = {
         "rounds": args.rounds,
+        "short_rounds": args.short_rounds,
         "seconds_per_short_cell": args.seconds,
         "sustain_seconds": args.sustain_seconds,
         "workers": 2,

@@ -425,6 +425,7 @@ def test_confirmed_outcomes_from_the_scored_file_join_their_predictions(app_env:
     assert {k: after[tr(k, "es")] for k in ("outcomes_stored", "outcomes_not_found", "outcomes_invalid")} == {
         "outcomes_stored": "2", "outcomes_not_found": "1", "outcomes_invalid": "1"}  # fmt: skip
     assert tr("outcomes_summary", "es", stored=2, total=3) in [x.value for x in tab.success]
+    assert not at.get("progress")  # the "sending 3/3" bar is gone once the summary is shown
     sent = next(d.value for d in tab.dataframe if d.value.shape[0] == 1 and 3 in d.value.iloc[:, 0].tolist())
     assert sent.values.tolist() == [[3, "request_id", tr("outcome_rule_not_found", "es")]]
 
@@ -437,6 +438,40 @@ def test_confirmed_outcomes_from_the_scored_file_join_their_predictions(app_env:
     engine.dispose()
     assert [tuple(j) for j in joined] == [(0, "app-batch", 1, "hba1c", "2026-01-15"),
                                           (2, "app-batch", 0, "ogtt", "2026-01-20")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "message"),
+    [
+        # the app's key without the feedback scope: 403
+        ("no scope", {"API_AUTH": "on", "API_SERVICE_KEY": "s" * 40, "API_SERVICE_SCOPES": "predict,info"},
+         "outcomes_forbidden"),
+        ("log off", {"INFERENCE_LOG": "off"}, "outcomes_log_off"),  # nothing to join outcomes to: 409
+    ],
+)  # fmt: skip
+def test_outcomes_refused_by_the_api_say_why(app_env: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             case: str, extra: dict[str, str], message: str) -> None:  # fmt: skip
+    """An API that refuses outcomes (a real one, started for this test) gets the page's own explanation, no
+    summary, and no progress bar left behind."""
+    from tests.inference_helpers import start_api
+
+    api = start_api(app_env.env, tmp_path, f"sqlite:///{tmp_path / 'log.db'}", workers=1, **extra)
+    try:
+        monkeypatch.setenv("API_BASE_URL", api.url)
+        if "API_SERVICE_KEY" in extra:
+            monkeypatch.setenv("API_SERVICE_KEY", extra["API_SERVICE_KEY"])
+        at = run_app("views/batch.py")
+        outcomes_csv = b"request_id,row,diabetes,test,test_date\nsome-request,0,si,hba1c,2026-01-15\n"
+        at.file_uploader(key="outcomes_upload").set_value(("d.csv", outcomes_csv, "text/csv")).run()
+        at.button(key="send_outcomes").click().run()
+        assert not at.exception, case
+        tab = at.tabs[1]
+        assert [e.value for e in tab.error] == [tr(message, "es")], case
+        assert [x.value for x in tab.success] == [tr("outcomes_all_valid", "es")], case  # the file's check only
+        assert tr("outcomes_stored", "es") not in [m.label for m in tab.metric], case  # no summary
+        assert not at.get("progress"), case
+    finally:
+        api.stop()
 
 
 def test_the_logged_in_clinician_is_the_caller(app_env: Stack, info: dict[str, Any],

@@ -122,6 +122,8 @@ def outcomes_tab() -> None:
         except api.ApiError as exc:
             components.api_error(exc, settings.api_base_url)
             return
+        finally:
+            bar.empty()  # done (or stopped): the summary or the error says what happened
         st.session_state["outcomes_sent"] = (tag, sent)
     last_tag, sent = st.session_state.get("outcomes_sent", (None, None))
     if last_tag != tag or sent is None:
@@ -249,6 +251,8 @@ with tab_patients:
         except api.ApiError as exc:
             components.api_error(exc, settings.api_base_url, features)
             st.stop()
+        finally:
+            bar.empty()  # the scored table (or the error) replaces it
         batch.add_errors(
             scored,
             check.problems,
