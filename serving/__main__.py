@@ -15,10 +15,15 @@ Why this shape:
 - gunicorn's ``timeout`` (the worker's heartbeat) stays well above REQUEST_TIMEOUT_S: large bodies are parsed in a
   thread, so the event loop keeps beating while a request runs and an overrun answers 504 instead of costing the
   worker its life.
+- the inference log's writer runs in a process of its own (serving/inference_logd.py), started here before the
+  workers fork and started again if it exits; workers hand it their rows on a Unix socket
+  (serving/inference_ship.py). A writer thread inside each worker cost a 1-row request a quarter of its CPU.
+  ``INFERENCE_LOG_PROCESS=off`` keeps the writer in the workers, as before.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -40,7 +45,25 @@ def _prepare_metrics_dir() -> str:
         return path
     path = tempfile.mkdtemp(prefix="serving-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, True)  # ours: not left behind in /tmp when the service stops
     return path
+
+
+def _start_log_process() -> None:
+    """The inference log's own process, before gunicorn forks the workers (they find its socket in the
+    environment). Stopped at exit, after gunicorn has stopped the workers and they have sent what they held."""
+    from serving import inference_log
+    from serving.inference_logd import Supervisor
+
+    os.environ.pop(inference_log.SOCKET_ENV, None)  # only ever the socket of the process started here
+    if not inference_log.config().enabled:
+        return
+    if (os.environ.get("INFERENCE_LOG_PROCESS") or "on").strip().lower() in ("off", "0", "false", "no"):
+        return
+    supervisor = Supervisor()
+    supervisor.start()
+    os.environ[inference_log.SOCKET_ENV] = supervisor.path
+    atexit.register(supervisor.stop)
 
 
 def main() -> int:
@@ -74,6 +97,7 @@ def main() -> int:
     from serving.worker import ConnectionLimits
 
     store = ModelStore(settings)
+    _start_log_process()
 
     def when_ready(server: Any) -> None:
         for sock in listening_sockets(server):

@@ -48,7 +48,6 @@ from common import inference_db
 from common.backend import PROJECT_ROOT
 from common.inference_db import SOURCES
 from serving import inference_rows
-from serving.auth import TRUSTED_KINDS
 from serving.inference_rows import Batch
 from serving.inference_rows import Item as _Item
 
@@ -69,6 +68,7 @@ DROP_LOG_EVERY_S = 10.0
 MARK_EVERY_S = 1.0
 SPOOL_READ_BYTES = 8 * 1024 * 1024
 FULL_MARKER = "FULL-"  # a file <dir>/FULL-<pid> exists while that worker drops rows (read by /health)
+UNREACHABLE_S = 5.0  # a worker that has not reached the log process for this long reports /health degraded
 
 
 @dataclass(frozen=True)
@@ -440,6 +440,8 @@ def _alive(pid: int) -> bool:
 
 _config: Config | None = None
 _writer: Writer | None = None
+_shipper: Any = None  # serving.inference_ship.Shipper, in a worker of `python -m serving` (INFERENCE_LOG_SOCKET)
+SOCKET_ENV = "INFERENCE_LOG_SOCKET"  # set by `python -m serving` for its workers: the log process's socket
 # Databases setup() migrated in the master; forked workers then skip Alembic (and its imports) for them. Keyed by
 # URL: one process may build apps over several databases (tests), and a flag would skip a new one's migration.
 _schema_ready: set[str] = set()
@@ -484,8 +486,52 @@ def writer() -> Writer | None:
     return w
 
 
+def shipper() -> Any:
+    """This worker's connection to the log process, when ``python -m serving`` runs one (else None: the writer
+    runs in this process, as in tests that build the app in process)."""
+    global _shipper
+    path = os.environ.get(SOCKET_ENV)
+    if not path or not config().enabled:
+        return None
+    s = _shipper
+    if s is None or s.pid != os.getpid():
+        with _lock:
+            if _shipper is None or _shipper.pid != os.getpid():
+                from serving.inference_ship import Shipper
+
+                cfg = config()
+                _shipper = Shipper(path, cfg.flush_s, cfg.queue_max_rows, _ShipDrops(cfg))
+            s = _shipper
+    return s
+
+
+class _ShipDrops:
+    """Rows a worker could not hand to the log process (it was gone too long): counted in /metrics, and a
+    spool-full marker with the worker's pid makes /health degraded, as the writer's own drops do."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.dropped = cfg, 0
+
+    def __call__(self, n: int) -> None:
+        self.dropped += n
+        ROWS.labels("dropped").inc(n)
+        log.error("inference log: %d rows dropped by this worker in all (the log process is unreachable)", self.dropped)
+        try:
+            self.cfg.spool_dir.mkdir(parents=True, exist_ok=True)
+            (self.cfg.spool_dir / f"{FULL_MARKER}{os.getpid()}").write_text(str(self.dropped))
+        except OSError:
+            pass
+
+    def clear(self) -> None:
+        """Every waiting row has reached the log process again."""
+        (self.cfg.spool_dir / f"{FULL_MARKER}{os.getpid()}").unlink(missing_ok=True)
+
+
 def shutdown() -> None:
-    """Flush and stop this process's writer (graceful shutdown)."""
+    """Flush and stop this process's writer, or hand what waits to the log process (graceful shutdown)."""
+    s = _shipper
+    if s is not None and s.pid == os.getpid():
+        s.close()
     w = _writer
     if w is not None and w.pid == os.getpid():
         w.close()
@@ -494,9 +540,11 @@ def shutdown() -> None:
 def record(request: Any, model: Any, route: str, request_id: str, X: Any, out: Mapping[str, Any],
            caller: str = "anonymous") -> None:  # fmt: skip
     """Log the rows a route just scored. Called once per successful scoring request; never raises."""
-    w = writer()
+    w = shipper() or writer()
     if w is None:
         return
+    from serving.auth import TRUSTED_KINDS  # here: the log process imports this module without the API's auth
+
     try:
         state = request.scope.get("state") or {}
         t0 = state.get("t0")
@@ -547,7 +595,15 @@ def health() -> dict[str, Any]:
             pass
     full = live
     status = "degraded" if full else ("spooling" if spooled else "ok")
-    return {"status": status, "spool_bytes": spooled, "dropped_rows": dropped}
+    doc: dict[str, Any] = {"status": status, "spool_bytes": spooled, "dropped_rows": dropped}
+    s = _shipper if _shipper is not None and _shipper.pid == os.getpid() else None
+    if s is not None:
+        away = s.unreachable_since is not None and time.monotonic() - s.unreachable_since > UNREACHABLE_S
+        doc["process"] = "unreachable" if away else "connected"
+        doc["waiting_rows"] = s.waiting_rows
+        if away and status == "ok":
+            doc["status"] = "degraded"
+    return doc
 
 
 def apply_health(doc: dict[str, Any]) -> dict[str, Any]:
@@ -556,5 +612,9 @@ def apply_health(doc: dict[str, Any]) -> dict[str, Any]:
     doc["inference_log"] = state
     if state["status"] == "degraded" and doc.get("status") == "ok":
         doc["status"] = "degraded"
-        doc["reason"] = f"inference log spool full: {state['dropped_rows']} rows dropped"
+        doc["reason"] = (
+            f"inference log spool full: {state['dropped_rows']} rows dropped"
+            if state["dropped_rows"] or state.get("process") != "unreachable"
+            else "inference log process unreachable: rows wait in memory"
+        )
     return doc

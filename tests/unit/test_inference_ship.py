@@ -1,0 +1,193 @@
+"""The hand-over of scored rows from an API worker to the inference log process (serving/inference_ship.py):
+frames read back exactly, whatever the pieces the socket delivers them in; a worker's buffer sent, kept while
+the log process is away, bounded and counted beyond its bound; a frame cut by a broken connection dropped and
+counted, never misread by the next process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from serving.inference_rows import Batch, Item
+from serving.inference_ship import Decoder, Shipper, model_frame, request_frame
+
+MODEL = SimpleNamespace(name="m", version="7", run_id="r" * 32, names=["glucosa", "sexo"],
+                        categories={1: {"F": 0.0, "M": 1.0}})  # fmt: skip
+OTHER = SimpleNamespace(name="m", version="8", run_id="s" * 32, names=["a"], categories={})
+
+
+def item(rid: str, n: int, model: SimpleNamespace = MODEL) -> Item:
+    k = len(model.names)
+    X = np.arange(n * k, dtype=np.float64).reshape(n, k)
+    X[0, 0] = np.nan
+    p = np.linspace(0.1, 0.9, n)
+    levels = np.array(["low", "hi\tgh"] * n, dtype=object)[:n]
+    return Item(1_796_742_000_123_456 + n, rid, "/predict", "app-batch", "app:ana", 1.25, model, X, p,
+                (p > 0.5).astype(np.int64), levels)  # fmt: skip
+
+
+def same(a: Item, b: Item) -> None:
+    assert (a.ts_us, a.request_id, a.route, a.source, a.caller, a.latency_ms) == (
+        b.ts_us, b.request_id, b.route, b.source, b.caller, b.latency_ms)  # fmt: skip
+    assert (a.model.name, a.model.version, a.model.run_id, a.model.names, a.model.categories) == (
+        b.model.name, b.model.version, b.model.run_id, b.model.names, b.model.categories)  # fmt: skip
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.probability, b.probability)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert list(a.risk_level) == list(b.risk_level)
+
+
+def test_frames_read_back_exactly_in_any_pieces() -> None:
+    sent = [item("a", 1), item("b", 5), item("c", 3, OTHER)]
+    stream = model_frame(1, MODEL) + model_frame(2, OTHER)
+    stream += request_frame(1, sent[0]) + request_frame(1, sent[1]) + request_frame(2, sent[2])
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # the socket may cut anywhere
+        cuts = sorted(rng.choice(len(stream), size=6, replace=False))
+        d = Decoder()
+        got = []
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            got += d.feed(stream[a:b])
+        assert d.pending_bytes == 0 and len(got) == 3
+        for a, b in zip(sent, got, strict=True):
+            same(a, b)
+    # and they become the same rows in the table as the items the worker had
+    assert Batch([(x, 0, len(x)) for x in got]).rows() == Batch([(x, 0, len(x)) for x in sent]).rows()
+
+
+class FakeLogProcess:
+    """A Unix socket server that decodes what it receives, as serving/inference_logd.py does; with
+    ``read_only``, it reads that many bytes of its first connection and then dies (closes)."""
+
+    def __init__(self, path: str, read_only: int | None = None):
+        self.path, self.items, self.read_only = path, [], read_only
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.srv.accept()
+        d = Decoder()
+        if self.read_only is not None:
+            left = self.read_only
+            while left > 0 and (data := conn.recv(min(left, 65536))):
+                self.items += d.feed(data)
+                left -= len(data)
+        else:
+            while data := conn.recv(65536):
+                self.items += d.feed(data)
+        conn.close()
+        self.srv.close()
+
+    def wait(self, n: int) -> list[Item]:
+        deadline = time.monotonic() + 10
+        while len(self.items) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.items
+
+
+@pytest.fixture
+def sock(tmp_path: Path) -> str:
+    return str(tmp_path / "s")
+
+
+def test_the_buffer_waits_for_the_log_process_then_arrives_in_order(sock: str) -> None:
+    drops: list[int] = []
+    s = Shipper(sock, flush_s=0.0, max_rows=1000, on_drop=drops.append)
+    first = [item(f"r{i}", 2) for i in range(5)]
+    for x in first:  # nobody listens yet: kept in memory
+        s.submit(x)
+    assert s.waiting_rows == 10 and s.unreachable_since is not None and not drops
+    server = FakeLogProcess(sock)
+    s._next_connect = 0.0  # (the worker retries every RECONNECT_EVERY_S)
+    later = item("later", 3, OTHER)
+    s.submit(later)
+    got = server.wait(6)
+    assert [x.request_id for x in got] == ["r0", "r1", "r2", "r3", "r4", "later"]
+    for a, b in zip([*first, later], got, strict=True):
+        same(a, b)
+    assert s.waiting_rows == 0 and s.unreachable_since is None
+    s.close()
+
+
+def test_beyond_its_bound_a_worker_drops_and_counts(sock: str) -> None:
+    drops: list[int] = []
+    s = Shipper(sock, flush_s=0.0, max_rows=5, on_drop=drops.append)
+    for i in range(4):
+        s.submit(item(f"r{i}", 2))
+    assert s.waiting_rows == 4 and drops == [2, 2]  # rows 5..8 did not fit
+    s.close(timeout_s=0.2)
+    assert drops == [2, 2, 4]  # nobody came before the stop: the rest is counted too
+
+
+def test_a_frame_cut_by_a_broken_connection_is_dropped_whole_and_the_next_process_reads_clean(sock: str) -> None:
+    """The log process reads the first kilobytes of a 4 MB frame (more than a socket holds) and dies: the worker
+    counts that request's rows as dropped, and on its next connection sends the model first, so the new process
+    reads the next request correctly."""
+    drops: list[int] = []
+    s = Shipper(sock, flush_s=0.0, max_rows=10**6, on_drop=drops.append)
+    dying = FakeLogProcess(sock, read_only=5000)
+    s.submit(item("big", 100_000))
+    dying.thread.join(5)
+    deadline = time.monotonic() + 5
+    while not drops and time.monotonic() < deadline:  # the next sends meet the closed connection
+        with s._lock:
+            s._send()
+        time.sleep(0.01)
+    assert drops == [100_000] and s.waiting_rows == 0 and dying.items == []
+    Path(sock).unlink()
+    fresh = FakeLogProcess(sock)
+    with s._lock:
+        s._next_connect = 0.0
+    s.submit(item("next", 3))
+    (got,) = fresh.wait(1)
+    same(got, item("next", 3))
+    s.close()
+
+
+def test_every_connection_gets_the_model_before_its_rows(sock: str) -> None:
+    """Each connection is a new reader: after a stop (close) a worker reconnects, at once or on a later send,
+    and must send the model again before rows that use it."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(8)
+    got: list[Item] = []
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            d = Decoder()  # one per connection, as in the log process
+            try:
+                while data := conn.recv(65536):
+                    got.extend(d.feed(data))
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                errors.append(exc)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    s = Shipper(sock, flush_s=0.0, max_rows=1000, on_drop=lambda n: None)
+    s.submit(item("a", 1))
+    s.close()
+    with s._lock:
+        s._send()  # a timer's send with nothing waiting: connects with an empty buffer
+    s.submit(item("b", 2))
+    s.close()
+    s.submit(item("c", 1))
+    s.close()
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    srv.close()
+    assert not errors and [x.request_id for x in got] == ["a", "b", "c"]
