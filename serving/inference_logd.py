@@ -84,7 +84,7 @@ def serve(path: str, parent: int | None) -> int:
     log.info("inference log process %d listening", os.getpid())
     try:
         while not stop.is_set():
-            if parent and not _alive(parent):
+            if parent and not inference_log._alive(parent):
                 log.warning("inference log process: the API is gone; stopping")
                 break
             try:
@@ -109,16 +109,6 @@ def serve(path: str, parent: int | None) -> int:
         except OSError:
             pass
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- in the gunicorn master --------------------------------------------------------------------------------
