@@ -97,18 +97,24 @@ def processes(pid: int) -> list[dict[str, float]]:
                 kb = {line.split(":")[0]: int(line.split()[1]) for line in fh if line.split(":")[0] in ("Rss", "Pss")}
         except (OSError, ValueError, IndexError):
             continue
-        out.append({"pid": p, "rss_mib": kb.get("Rss", 0) / 1024, "pss_mib": kb.get("Pss", 0) / 1024})
+        try:
+            logd = b"inference_logd" in Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        out.append({"pid": p, "rss_mib": kb.get("Rss", 0) / 1024, "pss_mib": kb.get("Pss", 0) / 1024, "logd": logd})
     return out
 
 
 def memory(pid: int) -> dict[str, float]:
-    """The service's total PSS and its largest worker's RSS and PSS (the master is the tree's root)."""
+    """The service's total PSS, its largest worker's RSS and PSS (the master is the tree's root) and the
+    inference log process's RSS (0 without one)."""
     ps = processes(pid)
-    workers = [p for p in ps if p["pid"] != pid] or ps
+    workers = [p for p in ps if p["pid"] != pid and not p["logd"]] or ps
     return {
         "total_pss_mib": round(sum(p["pss_mib"] for p in ps), 1),
         "worker_rss_mib": round(max(p["rss_mib"] for p in workers), 1),
         "worker_pss_mib": round(max(p["pss_mib"] for p in workers), 1),
+        "log_process_rss_mib": round(sum(p["rss_mib"] for p in ps if p["logd"]), 1),
     }
 
 
@@ -116,7 +122,8 @@ class Sampler:
     """Peak memory of one service while a cell runs (twice a second)."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak = pid, {"total_pss_mib": 0.0, "worker_rss_mib": 0.0, "worker_pss_mib": 0.0}
+        self.pid = pid
+        self.peak = {"total_pss_mib": 0.0, "worker_rss_mib": 0.0, "worker_pss_mib": 0.0, "log_process_rss_mib": 0.0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["peak_worker_rss_mib"] = {m: peak(m, "worker_rss_mib") for m in modes}
         summary["peak_worker_pss_mib"] = {m: peak(m, "worker_pss_mib") for m in modes}
         summary["peak_total_pss_mib"] = {m: peak(m, "total_pss_mib") for m in modes}
+        summary["peak_log_process_rss_mib"] = {m: peak(m, "log_process_rss_mib") for m in modes}
 
     def paired(mode: str, cell: str, key: str) -> dict[str, float]:
         """Median, lowest and highest of the rounds' on/off ratios (each round's slices ran back to back)."""

@@ -76,12 +76,12 @@ class Switch:
 
 
 def _worker_threads(pid: int) -> dict[int, int]:
-    """Thread count of each gunicorn worker (children of the master)."""
+    """Thread count of each gunicorn worker (children of the master, but the inference log's process)."""
     out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and b"inference_logd" not in (stat.parent / "cmdline").read_bytes():
                 out[int(stat.parent.name)] = int(fields[17])  # num_threads
         except (OSError, IndexError, ValueError):
             continue

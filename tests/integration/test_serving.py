@@ -583,6 +583,8 @@ def _peak_rss_kb(server: Server) -> int:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) != server.proc.pid:  # ppid: the gunicorn master
                 continue
+            if b"inference_logd" in (stat.parent / "cmdline").read_bytes():
+                continue  # the inference log's process: not a worker
             status = (stat.parent / "status").read_text()
         except (OSError, IndexError, ValueError):
             continue
