@@ -19,6 +19,11 @@ from tests.inference_helpers import log_rows, start_api, trained_registry, wait_
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return trained_registry(tmp_path_factory.mktemp("registry"))
+
+
 def log_process(api_pid: int) -> int | None:
     """The pid of the API's log process (a child of the gunicorn master)."""
     out = subprocess.run(["pgrep", "-P", str(api_pid), "-f", "serving.inference_logd"], capture_output=True,
@@ -53,8 +58,8 @@ def score(url: str, n: int, rid: str) -> list[str]:
     return ids
 
 
-def test_the_log_process_is_restarted_and_the_api_never_fails(tmp_path: Path) -> None:
-    env = trained_registry(tmp_path)
+def test_the_log_process_is_restarted_and_the_api_never_fails(registry: dict[str, str], tmp_path: Path) -> None:
+    env = registry
     url = f"sqlite:///{tmp_path / 'log.db'}"
     api = start_api(env, tmp_path, url, workers=2)
     try:
@@ -82,8 +87,8 @@ def test_the_log_process_is_restarted_and_the_api_never_fails(tmp_path: Path) ->
     assert not [p for p in Path("/tmp").glob("dm2-logd-*") if str(api.proc.pid) in p.name]
 
 
-def test_the_log_process_leaves_with_the_api_even_when_killed(tmp_path: Path) -> None:
-    env = trained_registry(tmp_path)
+def test_the_log_process_leaves_with_the_api_even_when_killed(registry: dict[str, str], tmp_path: Path) -> None:
+    env = registry
     url = f"sqlite:///{tmp_path / 'log.db'}"
     api = start_api(env, tmp_path, url, workers=1)
     logd = until(lambda: log_process(api.proc.pid))
