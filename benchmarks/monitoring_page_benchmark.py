@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="monitoring-bench-"))
     base, version, spec = prepare_registry(args.tracking_uri, tmp)
+    version = str(version)  # inference_log.model_version is text
     doc = registry.model_document(base["MLFLOW_TRACKING_URI"], MODEL, version)
     reference = (doc or {}).get("reference_distributions")
     if not reference:

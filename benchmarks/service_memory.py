@@ -160,9 +160,12 @@ def main() -> int:
             for _ in range(500):
                 s.post(f"{api}/predict", json=[patient] * 10, headers=auth, timeout=10).raise_for_status()
         mlflow_url = stack.url("diabetes-mlflow")
-        requests.get(mlflow_url, timeout=10).raise_for_status()
+        # The MLflow server has basic-auth (render.yaml): the UI and searches as its admin.
+        creds = ("admin", stack.generated[("diabetes-mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD")])
+        requests.get(mlflow_url, auth=creds, timeout=10).raise_for_status()
         for _ in range(20):
-            requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/search", timeout=10).raise_for_status()
+            search = f"{mlflow_url}/api/2.0/mlflow/registered-models/search"
+            requests.get(search, auth=creds, timeout=10).raise_for_status()
         exercise_app(stack.url("diabetes-streamlit"), info["features"])
         time.sleep(2)
         for name in stack.services:

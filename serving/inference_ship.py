@@ -77,47 +77,47 @@ class Decoder:
 
     def __init__(self) -> None:
         self.models: dict[int, SimpleNamespace] = {}
-        self._buf = bytearray()
+        self._rest = b""
 
     def feed(self, data: bytes) -> list[Item]:
-        self._buf += data
-        items, pos, buf = [], 0, self._buf
-        while len(buf) - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < size:
+        """Every whole frame in what has arrived. The arrays are read in place from one immutable bytes object
+        (no copy per array); a frame's tail that has not arrived yet waits for the next call."""
+        blob = self._rest + data if self._rest else data
+        items, pos = [], 0
+        while len(blob) - pos >= 4:
+            (size,) = _LEN.unpack_from(blob, pos)
+            if len(blob) - pos - 4 < size:
                 break
-            payload = memoryview(buf)[pos + 4 : pos + 4 + size]
-            item = self._decode(payload)
-            payload.release()
+            item = self._decode(blob, pos + 4)
             if item is not None:
                 items.append(item)
             pos += 4 + size
-        del buf[:pos]
+        self._rest = blob[pos:]
         return items
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._buf)
+        return len(self._rest)
 
-    def _decode(self, payload: memoryview) -> Item | None:
-        kind = bytes(payload[:1])
+    def _decode(self, blob: bytes, pos: int) -> Item | None:
+        kind = blob[pos : pos + 1]
         if kind == b"M":
-            _, model_id = _MODEL.unpack_from(payload)
-            doc = orjson.loads(payload[_MODEL.size :])
+            (model_id,) = struct.unpack_from("<I", blob, pos + 1)
+            (size,) = _LEN.unpack_from(blob, pos - 4)
+            doc = orjson.loads(blob[pos + _MODEL.size : pos + size])
             cats = {int(j): c for j, c in doc["categories"].items()}
             self.models[model_id] = SimpleNamespace(name=doc["name"], version=doc["version"], run_id=doc["run_id"],
                                                     names=doc["names"], categories=cats)  # fmt: skip
             return None
-        _, model_id, rows, cols, hlen = _REQUEST.unpack_from(payload)
-        pos = _REQUEST.size
-        rid, ts_us, route, source, caller, latency_ms, levels = orjson.loads(payload[pos : pos + hlen])
+        _, model_id, rows, cols, hlen = _REQUEST.unpack_from(blob, pos)
+        pos += _REQUEST.size
+        rid, ts_us, route, source, caller, latency_ms, levels = orjson.loads(blob[pos : pos + hlen])
         pos += hlen
-        X = np.frombuffer(payload[pos : pos + rows * cols * 8], dtype=np.float64).reshape(rows, cols).copy()
+        X = np.frombuffer(blob, np.float64, rows * cols, pos).reshape(rows, cols)
         pos += rows * cols * 8
-        prob = np.frombuffer(payload[pos : pos + rows * 8], dtype=np.float64).copy()
-        label = np.frombuffer(payload[pos + rows * 8 : pos + rows * 16], dtype=np.int64).copy()
-        return Item(ts_us, rid, route, source, caller, latency_ms, self.models[model_id], X, prob, label,
-                    np.array(levels, dtype=object))  # fmt: skip
+        prob = np.frombuffer(blob, np.float64, rows, pos)
+        label = np.frombuffer(blob, np.int64, rows, pos + rows * 8)
+        return Item(ts_us, rid, route, source, caller, latency_ms, self.models[model_id], X, prob, label, levels)
 
 
 # ---- the worker's side ----------------------------------------------------------------------------------
