@@ -46,6 +46,7 @@ RECONNECT_EVERY_S = 1.0
 _LEN = struct.Struct("<I")
 _MODEL = struct.Struct("<cI")
 _REQUEST = struct.Struct("<cIIII")
+_FRAMED_REQUEST = struct.Struct("<IcIIII")  # the length, then _REQUEST: one pack per frame
 
 
 # ---- frames ---------------------------------------------------------------------------------------------
@@ -58,18 +59,14 @@ def model_frame(model_id: int, model: Any) -> bytes:
 
 def request_frame(model_id: int, item: Item) -> bytes:
     X = np.ascontiguousarray(item.X, dtype=np.float64)
+    prob = np.ascontiguousarray(item.probability, dtype=np.float64)
+    label = np.ascontiguousarray(item.label, dtype=np.int64)
     rows, cols = X.shape
     levels = item.risk_level.tolist() if hasattr(item.risk_level, "tolist") else list(item.risk_level)
     head = orjson.dumps([item.request_id, item.ts_us, item.route, item.source, item.caller, item.latency_ms, levels])
-    parts = (
-        _REQUEST.pack(b"R", model_id, rows, cols, len(head)),
-        head,
-        X.data,
-        np.ascontiguousarray(item.probability, dtype=np.float64).data,
-        np.ascontiguousarray(item.label, dtype=np.int64).data,
-    )
-    size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-    return b"".join((_LEN.pack(size), *parts))
+    size = _REQUEST.size + len(head) + X.nbytes + prob.nbytes + label.nbytes
+    return b"".join((_FRAMED_REQUEST.pack(size, b"R", model_id, rows, cols, len(head)), head, X.data, prob.data,
+                     label.data))  # fmt: skip
 
 
 class Decoder:
@@ -281,22 +278,30 @@ class Shipper:
             self._frames = deque([*frames, *((a + shift, b + shift, rows) for a, b, rows in self._frames)])
             self._on_conn = {model_id for _, model_id, _ in self._models.values()}
 
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Send everything waiting now, waiting for the log process at most ``timeout_s``; True if all was sent."""
+        with self._lock:
+            return self._send_all(time.monotonic() + timeout_s)
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Send everything left (a graceful stop), waiting for the log process at most ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._sent < len(self._buf) and time.monotonic() < deadline:
-                self._next_connect = 0.0
-                self._send()
-                if self._sent < len(self._buf):
-                    time.sleep(0.01)
-            if self._sent < len(self._buf):
+            if not self._send_all(time.monotonic() + timeout_s):
                 self._drop(self._rows)
                 log.error("inference log process not reachable at shutdown: %d rows dropped", self._rows)
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
             self._on_conn.clear()  # a later connection starts without the models
+
+    def _send_all(self, deadline: float) -> bool:
+        """Holds _lock."""
+        while self._sent < len(self._buf) and time.monotonic() < deadline:
+            self._next_connect = 0.0
+            self._send()
+            if self._sent < len(self._buf):
+                time.sleep(0.01)
+        return self._sent >= len(self._buf)
 
     @property
     def waiting_rows(self) -> int:

@@ -191,3 +191,20 @@ def test_every_connection_gets_the_model_before_its_rows(sock: str) -> None:
         time.sleep(0.01)
     srv.close()
     assert not errors and [x.request_id for x in got] == ["a", "b", "c"]
+
+
+def test_flush_sends_what_waits_and_keeps_the_connection(sock: str) -> None:
+    """A long flush interval keeps frames in the buffer; ``flush`` sends them now over the same connection (the
+    log process's reader gets no second model frame: one connection, one Decoder), and reports whether all went."""
+    server = FakeLogProcess(sock)  # one connection only: a reconnect would never be read
+    s = Shipper(sock, flush_s=3600.0, max_rows=1000, on_drop=lambda n: None)
+    for rid, n in (("a", 2), ("b", 1), ("c", 4)):
+        s.submit(item(rid, n))
+    assert s.waiting_rows == 7 and server.items == []  # all wait for the timer (no event loop here: none armed)
+    assert s.flush() is True and s.waiting_rows == 0
+    s.submit(item("d", 1))
+    assert s.flush() is True
+    got = server.wait(4)
+    assert [x.request_id for x in got] == ["a", "b", "c", "d"]
+    s.close()
+    assert s.flush(timeout_s=0.05) is True  # nothing waits: nothing to send, nothing refused
