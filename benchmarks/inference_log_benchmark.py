@@ -17,11 +17,12 @@ alternate between them, the order rotating round after round, so background load
   peak RSS and PSS of its largest worker).
 
 The load generator is wrk (Debian's ``wrk``, C) when installed, else Python threads (``--client python``), which
-take a core of their own from the two. Each cell counts CPU time over the cell and the log's drain: the service's
-processes per request (what the API instance pays for the log), the local Postgres server's (on Render, another
-machine's) and the load generator's. ``--pin 0:1`` puts the services on CPU 0 and the load generator, Postgres
-and this script on CPU 1, as if the database and the clients were other machines (root: it moves the machine's
-Postgres, and puts it back at the end).
+take a core of their own from the two. Each cell counts CPU time per request: the service's processes while the load
+runs plus its log process's during the drain (what the API instance pays for the log; the workers' CPU in the
+drain answers this script's /metrics polls and is left out), the local Postgres server's over cell and drain (on
+Render, another machine's) and the load generator's. ``--pin 0:1`` puts the services on CPU 0 and the load
+generator, Postgres and this script on CPU 1, as if the database and the clients were other machines (root: it
+moves the machine's Postgres, and puts it back at the end).
 
 After each cell of a logging service, the next cell waits until that log has dealt with every row it was given
 (in the table, or dropped and counted: ``/metrics``), so no writer runs during another service's cell; the time
@@ -89,6 +90,13 @@ def settled(c: dict[str, float]) -> bool:
     return c["written"] + c["replayed"] + c["dropped"] >= c["scored"]
 
 
+def is_log_process(pid: int) -> bool:
+    try:
+        return b"inference_logd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def processes(pid: int) -> list[dict[str, float]]:
     out = []
     for p in tree(pid):
@@ -97,11 +105,8 @@ def processes(pid: int) -> list[dict[str, float]]:
                 kb = {line.split(":")[0]: int(line.split()[1]) for line in fh if line.split(":")[0] in ("Rss", "Pss")}
         except (OSError, ValueError, IndexError):
             continue
-        try:
-            logd = b"inference_logd" in Path(f"/proc/{p}/cmdline").read_bytes()
-        except OSError:
-            continue
-        out.append({"pid": p, "rss_mib": kb.get("Rss", 0) / 1024, "pss_mib": kb.get("Pss", 0) / 1024, "logd": logd})
+        out.append({"pid": p, "rss_mib": kb.get("Rss", 0) / 1024, "pss_mib": kb.get("Pss", 0) / 1024,
+                    "logd": is_log_process(p)})  # fmt: skip
     return out
 
 
@@ -156,14 +161,18 @@ class Load:
 
 def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seconds: float, sample: bool,
                     load: Load) -> dict:  # fmt: skip
-    """One cell, then (logging services) the log's drain. CPU time is counted over both, since the log's work
-    after the last request is still this cell's: the service's processes per request (what the API instance
-    pays), the local Postgres server's per request (on Render another machine's), and the load generator's."""
+    """One cell, then (logging services) the log's drain. CPU time per request: the service's processes while
+    the load ran plus the log process's during the drain (its work after the last request is still this cell's;
+    the workers' CPU during the drain is not counted: it answers this script's /metrics polls, a cost of the
+    benchmark, not of the log); the local Postgres server's over both (on Render another machine's); and the
+    load generator's."""
     before = log_counts(port)
     procs, pg = tree(pid), postgres_pids()
-    cpu0, pg0 = cpu_seconds(procs), cpu_seconds(pg)
+    logd = [p for p in procs if is_log_process(p)]
+    cpu0, pg0, logd0 = cpu_seconds(procs), cpu_seconds(pg), cpu_seconds(logd)
     with Sampler(pid) if sample else _Null() as sampler:
         res = load.run(port, body, conc, seconds)
+        cpu_load, logd_load = cpu_seconds(procs), cpu_seconds(logd)
         if mode != "off":  # the log's drain is part of the cell: its memory peak may come after the last request
             t0 = time.perf_counter()
             while not settled(after := log_counts(port)) and time.perf_counter() - t0 < DRAIN_TIMEOUT_S:
@@ -176,7 +185,8 @@ def run_logged_cell(mode: str, port: int, pid: int, body: bytes, conc: int, seco
             )
             res["settled"] = settled(after)
     n = max(1, res.get("requests", 0))
-    res["api_cpu_us_per_req"] = round((cpu_seconds(procs) - cpu0) / n * 1e6, 1)
+    res["api_cpu_us_per_req"] = round((cpu_load - cpu0 + cpu_seconds(logd) - logd_load) / n * 1e6, 1)
+    res["log_process_cpu_us_per_req"] = round((cpu_seconds(logd) - logd0) / n * 1e6, 1)  # of which
     res["db_cpu_us_per_req"] = round((cpu_seconds(pg) - pg0) / n * 1e6, 1)
     if "client_cpu_s" in res:
         res["client_cpu_us_per_req"] = round(res["client_cpu_s"] / n * 1e6, 1)
@@ -190,6 +200,27 @@ def pin(pids: list[int], cpus: str) -> None:
     """Every thread of these processes onto ``cpus`` (children forked later inherit it)."""
     for p in pids:
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], capture_output=True, check=False)
+
+
+def unpinned(pids: list[int], cpus: str) -> list[int]:
+    """Threads of these processes allowed on a CPU outside ``cpus`` (e.g. "0", "0-1", "0,2")."""
+    allowed: set[int] = set()
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        allowed.update(range(int(lo), int(hi or lo) + 1))
+    out = []
+    for p in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                if not os.sched_getaffinity(t) <= allowed:
+                    out.append(t)
+            except OSError:
+                continue
+    return out
 
 
 class _Null:
@@ -270,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             driver.run(procs[mode][1], bodies[1], 8, 1)
         idle = {m: memory(procs[m][0].pid) for m in modes}
         results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c[0]: [] for c in cells} for m in modes}
+        pin_escapes: list[dict[str, Any]] = []  # threads still off the services' CPUs after pinning (--pin)
         # Short cells back to back, in rounds of one slice per service (the order rotating): a slow spell of the
         # machine (a shared VM's CPU comes and goes) hits the services of one round alike, and each round gives a
         # paired on/off ratio. Then the sustained rounds.
@@ -282,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                 k = (r + i) % len(modes)
                 for mode in modes[k:] + modes[:k]:
                     proc, port = procs[mode]
+                    if args.pin:  # again before every cell: a process started since (a restarted log process)
+                        pin(tree(proc.pid), api_cpus)
+                        escaped = unpinned(tree(proc.pid), api_cpus)
+                        if escaped:
+                            pin_escapes.append({"mode": mode, "cell": cell, "round": r + 1, "threads": len(escaped)})
                     sustained = cell == SUSTAIN_CELL[0]
                     res = run_logged_cell(mode, port, proc.pid, bodies[rows], conc, secs, sustained, driver)
                     results[mode][cell].append(res)
@@ -315,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         for cell, _, _ in SHORT_CELLS[1:]:
             summary[f"api_cpu_us_per_req_{cell[5:]}"] = {m: med(m, cell, "api_cpu_us_per_req") for m in modes}
             summary[f"db_cpu_us_per_req_{cell[5:]}"] = {m: med(m, cell, "db_cpu_us_per_req") for m in modes}
+            summary[f"log_process_cpu_us_per_req_{cell[5:]}"] = {
+                m: med(m, cell, "log_process_cpu_us_per_req") for m in modes
+            }
     if args.sustain_seconds > 0:
         s = SUSTAIN_CELL[0]
         summary["req_s_1000row_c8_sustained"] = {m: med(m, s, "req_s") for m in modes}
@@ -357,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": 2,
         "client": args.client,
         "pin": args.pin or None,
+        "pin_escapes": pin_escapes,
         "log_env": args.env,
         "summary": summary,
         "ratios": ratios,

@@ -45,19 +45,24 @@ def wait(url: str, timeout_s: float) -> None:
     raise SystemExit(f"{url} not healthy within {timeout_s}s")
 
 
-def exercise_app(url: str, features: list[dict]) -> None:
-    """Score one patient through the form, then open every page (in one headless Chromium each)."""
+def exercise_app(url: str, features: list[dict], login: tuple[str, str]) -> None:
+    """Log in, score one patient through the form, then open every page (in one headless Chromium each)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from deploy_helpers import CHROMIUM, CHROMIUM_ARGS, example_patient, probability_shown_by_app
     from playwright.sync_api import sync_playwright
 
-    probability_shown_by_app(url, features, example_patient(features))
+    from ui.i18n import tr
+
+    probability_shown_by_app(url, features, example_patient(features), login=login)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        page.locator('[data-testid="stSidebarNav"] a').first.wait_for(timeout=60_000)
-        for link in page.locator('[data-testid="stSidebarNav"] a').all():
+        page.get_by_label(tr("username", "es")).fill(login[0])
+        page.get_by_label(tr("password", "es")).fill(login[1])
+        page.get_by_role("button", name=tr("login_button", "es")).click()
+        page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a').first.wait_for(timeout=60_000)
+        for link in page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a').all():
             link.click()
             page.wait_for_timeout(4000)
         browser.close()
@@ -141,6 +146,12 @@ def main() -> int:
     admin.cursor().execute(f'CREATE DATABASE "{db}"')
     url = args.pg.rsplit("/", 1)[0] + f"/{db}"
     work = Path(tempfile.mkdtemp(prefix="service-memory-"))
+    # The app binds 0.0.0.0 there, so clinicians log in: one user in the app's database, which on Render is the
+    # blueprint's Postgres (DATABASE_URL; render.yaml sets no APP_DATABASE_URL).
+    from ui import users
+
+    clinician = ("bench", "a long benchmark password")
+    users.add(users.engine(url.replace("postgresql://", "postgresql+psycopg2://", 1)), *clinician)
     stack = rehearse.start(url.replace("postgresql://", "postgres://", 1), work)
     results: dict[str, dict] = {}
     try:
@@ -166,7 +177,7 @@ def main() -> int:
         for _ in range(20):
             search = f"{mlflow_url}/api/2.0/mlflow/registered-models/search"
             requests.get(search, auth=creds, timeout=10).raise_for_status()
-        exercise_app(stack.url("diabetes-streamlit"), info["features"])
+        exercise_app(stack.url("diabetes-streamlit"), info["features"], clinician)
         time.sleep(2)
         for name in stack.services:
             results[name]["after_use"] = memory_mib(stack.procs[name].pid)

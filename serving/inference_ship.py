@@ -2,12 +2,13 @@
 frames they travel in.
 
 Why another process: the writer used to be a thread inside every worker. Measured in process
-(benchmarks/inference_log_cost.py), that thread cost a 1-row request 45-55 µs of the worker's CPU, a quarter of
-the request, most of it the two threads trading the GIL rather than the conversion itself; the same rows packed
-and handed to another process cost the worker about 1 µs. The log process runs the same Writer (its batches,
-COPY, spool, replay and exactly-once rules are unchanged); a worker only packs each request's arrays into a
-frame, appends it to a buffer and sends the buffer, non-blocking, on one Unix socket when it holds
-``SEND_BYTES`` or ``INFERENCE_FLUSH_MS`` has passed (a timer on the worker's event loop sends what is left).
+(benchmarks/inference_log_cost.py), that thread cost a 1-row request 20-55 µs of CPU (the two threads trading
+the GIL as much as the conversion itself); packing the same rows and handing them to another process costs the
+worker about 2 µs, and the log process then spends 13-19 µs on them (Postgres). The log process runs the same
+Writer (its batches, COPY, spool, replay and exactly-once rules are unchanged); a worker only packs each
+request's arrays into a frame, appends it to a buffer and sends the buffer, non-blocking, on one Unix socket
+when it holds ``SEND_BYTES`` or ``INFERENCE_FLUSH_MS`` has passed (a timer on the worker's event loop sends what
+is left).
 
 While the log process cannot be reached (restarting: the gunicorn master starts a new one within a second), the
 buffer keeps the frames, up to ``INFERENCE_QUEUE_MAX_ROWS`` rows; beyond that new rows are dropped and counted
