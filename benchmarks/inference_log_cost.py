@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ[inference_log.SOCKET_ENV] = supervisor.path
             else:
                 os.environ.pop(inference_log.SOCKET_ENV, None)
+            inference_log._socket = None  # read the variable again (it is read once per process)
             expected[0] = logged() + (0 if mode == "off" else rows * n)
             logd0 = cpu_of(supervisor.pid)
             own = asyncio.run(slice_cpu(app, body, n, drained))

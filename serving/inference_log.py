@@ -442,6 +442,9 @@ _config: Config | None = None
 _writer: Writer | None = None
 _shipper: Any = None  # serving.inference_ship.Shipper, in a worker of `python -m serving` (INFERENCE_LOG_SOCKET)
 SOCKET_ENV = "INFERENCE_LOG_SOCKET"  # set by `python -m serving` for its workers: the log process's socket
+_socket: tuple[int, str] | None = None  # (pid, SOCKET_ENV's value) read once per process: an environ lookup per
+# request costs more than the rest of shipper() (set to None to read it again)
+_trusted_kinds: tuple[str, ...] | None = None  # serving.auth.TRUSTED_KINDS, imported on first use
 # Databases setup() migrated in the master; forked workers then skip Alembic (and its imports) for them. Keyed by
 # URL: one process may build apps over several databases (tests), and a flag would skip a new one's migration.
 _schema_ready: set[str] = set()
@@ -489,14 +492,17 @@ def writer() -> Writer | None:
 def shipper() -> Any:
     """This worker's connection to the log process, when ``python -m serving`` runs one (else None: the writer
     runs in this process, as in tests that build the app in process)."""
-    global _shipper
-    path = os.environ.get(SOCKET_ENV)
+    global _shipper, _socket
+    pid = os.getpid()
+    if _socket is None or _socket[0] != pid:
+        _socket = (pid, os.environ.get(SOCKET_ENV) or "")
+    path = _socket[1]
     if not path or not config().enabled:
         return None
     s = _shipper
-    if s is None or s.pid != os.getpid():
+    if s is None or s.pid != pid:
         with _lock:
-            if _shipper is None or _shipper.pid != os.getpid():
+            if _shipper is None or _shipper.pid != pid:
                 from serving.inference_ship import Shipper
 
                 cfg = config()
@@ -540,18 +546,21 @@ def shutdown() -> None:
 def record(request: Any, model: Any, route: str, request_id: str, X: Any, out: Mapping[str, Any],
            caller: str = "anonymous") -> None:  # fmt: skip
     """Log the rows a route just scored. Called once per successful scoring request; never raises."""
+    global _trusted_kinds
     w = shipper() or writer()
     if w is None:
         return
-    from serving.auth import TRUSTED_KINDS  # here: the log process imports this module without the API's auth
+    if _trusted_kinds is None:
+        from serving.auth import TRUSTED_KINDS  # here: the log process imports this module without the API's auth
 
+        _trusted_kinds = TRUSTED_KINDS
     try:
         state = request.scope.get("state") or {}
         t0 = state.get("t0")
         latency_ms = (time.perf_counter() - t0) * 1000 if t0 is not None else 0.0
         # Only the app's own credential may say which page scored (anyone else could mislabel their rows).
         principal = state.get("principal")
-        trusted = principal is not None and getattr(principal, "kind", "") in TRUSTED_KINDS
+        trusted = principal is not None and getattr(principal, "kind", "") in _trusted_kinds
         source = (request.headers.get(SOURCE_HEADER) if trusted else None) or "api"
         w.submit(
             _Item(
