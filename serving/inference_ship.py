@@ -159,7 +159,10 @@ class Shipper:
             due = len(self._buf) - self._sent >= SEND_BYTES or time.monotonic() - self._last_send >= self.flush_s
             if due:
                 self._send()
-        if not due:
+            left = len(self._buf) > self._sent
+        if left:
+            # Not due yet, or the socket took only part (the log process busy): the timer sends the rest even if
+            # no other request comes (without it, an idle worker would keep it until its next request).
             self._arm()
 
     def _append(self, frame: bytes, rows: int) -> None:

@@ -5,6 +5,7 @@ counted, never misread by the next process."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -208,3 +209,38 @@ def test_flush_sends_what_waits_and_keeps_the_connection(sock: str) -> None:
     assert [x.request_id for x in got] == ["a", "b", "c", "d"]
     s.close()
     assert s.flush(timeout_s=0.05) is True  # nothing waits: nothing to send, nothing refused
+
+
+def test_what_a_full_socket_left_behind_is_sent_by_the_timer_with_no_more_requests(sock: str) -> None:
+    """A burst while the log process is busy: each due send fills the socket and the rest waits in the buffer.
+    The event loop's timer must send that rest although no request follows (an idle worker must not keep rows
+    until its next request, nor lose them on a kill)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(1)
+    got: list[Item] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        time.sleep(0.5)  # busy: the worker's sends fill the socket meanwhile
+        d = Decoder()
+        while data := conn.recv(65536):
+            got.extend(d.feed(data))
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    s = Shipper(sock, flush_s=0.05, max_rows=10**6, on_drop=lambda n: None)
+
+    async def burst_then_idle() -> None:
+        for i in range(40):  # 40 frames of about 75 kB: far more than a Unix socket buffers
+            s.submit(item(f"r{i}", 2000))
+        assert s.waiting_rows > 0  # the socket took only part
+        await asyncio.sleep(1.5)  # the worker's loop runs on; no request comes
+
+    asyncio.run(burst_then_idle())
+    deadline = time.monotonic() + 2
+    while len(got) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)  # (reading what was sent; nothing sends now: no loop runs)
+    assert [x.request_id for x in got] == [f"r{i}" for i in range(40)] and s.waiting_rows == 0
+    s.close()
+    srv.close()
