@@ -48,19 +48,15 @@ def wait(url: str, timeout_s: float) -> None:
 def exercise_app(url: str, features: list[dict], login: tuple[str, str]) -> None:
     """Log in, score one patient through the form, then open every page (in one headless Chromium each)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from deploy_helpers import CHROMIUM, CHROMIUM_ARGS, example_patient, probability_shown_by_app
+    from deploy_helpers import CHROMIUM, CHROMIUM_ARGS, example_patient, log_in, probability_shown_by_app
     from playwright.sync_api import sync_playwright
-
-    from ui.i18n import tr
 
     probability_shown_by_app(url, features, example_patient(features), login=login)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        page.get_by_label(tr("username", "es")).fill(login[0])
-        page.get_by_label(tr("password", "es")).fill(login[1])
-        page.get_by_role("button", name=tr("login_button", "es")).click()
+        log_in(page, login)
         page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a').first.wait_for(timeout=60_000)
         for link in page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a').all():
             link.click()

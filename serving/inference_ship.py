@@ -86,7 +86,7 @@ class Decoder:
             (size,) = _LEN.unpack_from(blob, pos)
             if len(blob) - pos - 4 < size:
                 break
-            item = self._decode(blob, pos + 4)
+            item = self._decode(blob, pos + 4, pos + 4 + size)
             if item is not None:
                 items.append(item)
             pos += 4 + size
@@ -97,12 +97,11 @@ class Decoder:
     def pending_bytes(self) -> int:
         return len(self._rest)
 
-    def _decode(self, blob: bytes, pos: int) -> Item | None:
-        kind = blob[pos : pos + 1]
-        if kind == b"M":
-            (model_id,) = struct.unpack_from("<I", blob, pos + 1)
-            (size,) = _LEN.unpack_from(blob, pos - 4)
-            doc = orjson.loads(blob[pos + _MODEL.size : pos + size])
+    def _decode(self, blob: bytes, pos: int, end: int) -> Item | None:
+        """The frame whose payload is ``blob[pos:end]``; None for a model frame (remembered)."""
+        if blob[pos : pos + 1] == b"M":
+            _, model_id = _MODEL.unpack_from(blob, pos)
+            doc = orjson.loads(blob[pos + _MODEL.size : end])
             cats = {int(j): c for j, c in doc["categories"].items()}
             self.models[model_id] = SimpleNamespace(name=doc["name"], version=doc["version"], run_id=doc["run_id"],
                                                     names=doc["names"], categories=cats)  # fmt: skip

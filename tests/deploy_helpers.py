@@ -56,6 +56,15 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 2
         raise
 
 
+def log_in(page: Any, login: tuple[str, str]) -> None:
+    """Fill and submit the app's built-in login form (Spanish, the default language)."""
+    from ui.i18n import tr
+
+    page.get_by_label(tr("username", "es")).fill(login[0])
+    page.get_by_label(tr("password", "es")).fill(login[1])
+    page.get_by_role("button", name=tr("login_button", "es")).click()
+
+
 def probability_shown_by_app(app_url: str, features: list[dict[str, Any]], patient: dict[str, Any],
                              screenshot: Path | None = None, login: tuple[str, str] | None = None) -> str:
     """Log in (the app's built-in login, when ``login`` is given), fill the individual form in Chromium, submit,
@@ -71,9 +80,7 @@ def probability_shown_by_app(app_url: str, features: list[dict[str, Any]], patie
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(app_url)
             if login is not None:
-                page.get_by_label(tr("username", "es")).fill(login[0])
-                page.get_by_label(tr("password", "es")).fill(login[1])
-                page.get_by_role("button", name=tr("login_button", "es")).click()
+                log_in(page, login)
             page.get_by_role("button", name=tr("submit", "es")).wait_for(timeout=60_000)
             for f in features:
                 box = page.get_by_label(spec.label(f, "es"), exact=True)
