@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, repeat
+from operator import add
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,69 @@ class Item:
         return len(self.probability)
 
 
+@dataclass(slots=True)
+class Rows:
+    """Rows of several requests scored by one model, as they travel to the log process and wait in its queue:
+    one entry per request for what a request shares (its id, time, route, caller...) beside the per-row arrays.
+    A worker packs the requests it scored since its last send into one of these (serving/inference_ship.py), so
+    the log process decodes and converts a few hundred 1-row requests with the per-call work of one."""
+
+    model: Any
+    request_id: list[str]
+    ts_us: list[int]
+    route: list[str]
+    source: list[str]
+    caller: list[str]
+    latency_ms: list[float]
+    sizes: list[int]  # rows of each request held here
+    first: list[int]  # row number, within its request, of each request's first row here (0 unless cut)
+    X: Any
+    probability: Any
+    label: Any
+    risk_level: list[str]
+
+    def __len__(self) -> int:
+        return len(self.probability)
+
+    @classmethod
+    def of(cls, segments: Sequence[Segment]) -> Rows:
+        """Rows lo:hi of each of these requests, all scored by the first one's model."""
+        its = [it for it, _, _ in segments]
+        if len(segments) == 1:  # (one request: its arrays as they are, sliced, no copy)
+            it, lo, hi = segments[0]
+            return cls(it.model, [it.request_id], [it.ts_us], [it.route], [it.source], [it.caller],
+                       [float(it.latency_ms)], [hi - lo], [lo], np.asarray(it.X, dtype=np.float64)[lo:hi],
+                       np.asarray(it.probability, dtype=np.float64)[lo:hi],
+                       np.asarray(it.label, dtype=np.int64)[lo:hi], _texts(it.risk_level[lo:hi]))  # fmt: skip
+        return cls(
+            its[0].model, [it.request_id for it in its], [it.ts_us for it in its], [it.route for it in its],
+            [it.source for it in its], [it.caller for it in its], [float(it.latency_ms) for it in its],
+            [hi - lo for _, lo, hi in segments], [lo for _, lo, _ in segments],
+            np.concatenate([it.X[lo:hi] for it, lo, hi in segments], dtype=np.float64),
+            np.concatenate([it.probability[lo:hi] for it, lo, hi in segments], dtype=np.float64),
+            np.concatenate([it.label[lo:hi] for it, lo, hi in segments], dtype=np.int64),
+            np.concatenate([it.risk_level[lo:hi] for it, lo, hi in segments], dtype=object).tolist(),
+        )  # fmt: skip
+
+    def cut(self, lo: int, hi: int) -> Rows:
+        """Rows lo:hi (a writer's chunk may end inside a request)."""
+        if lo == 0 and hi == len(self):
+            return self
+        ends = np.cumsum(self.sizes)
+        a = int(np.searchsorted(ends, lo, side="right"))  # the request holding row lo
+        b = int(np.searchsorted(ends, hi, side="left")) + 1  # one past the request holding row hi - 1
+        starts = [int(e) - n for e, n in zip(ends[a:b], self.sizes[a:b], strict=True)]
+        sizes = [min(int(e), hi) - max(s, lo) for s, e in zip(starts, ends[a:b], strict=True)]
+        first = [f + max(lo - s, 0) for f, s in zip(self.first[a:b], starts, strict=True)]
+        return Rows(self.model, self.request_id[a:b], self.ts_us[a:b], self.route[a:b], self.source[a:b],
+                    self.caller[a:b], self.latency_ms[a:b], sizes, first, self.X[lo:hi], self.probability[lo:hi],
+                    self.label[lo:hi], self.risk_level[lo:hi])  # fmt: skip
+
+
+def _texts(levels: Any) -> list[str]:
+    return levels.tolist() if hasattr(levels, "tolist") else list(levels)
+
+
 def _escape(value: Any) -> str:
     return str(value).translate(_ESCAPE)
 
@@ -130,14 +194,15 @@ class FeatureFormat:
 _FORMATS: dict[tuple[str, ...], tuple[Any, FeatureFormat]] = {}  # feature names -> (categories, format)
 
 
-Segment = tuple[Item, int, int]  # rows lo:hi of one request
+Segment = tuple[Any, int, int]  # rows lo:hi of one request (an Item), or of a Rows
 
 
 class Batch:
-    """Rows on their way to the database: slices of requests from memory, or a spool line read back (rows in
-    table order, or the COPY text a Postgres writer spooled). Live rows are converted column by column over the
-    whole batch (per-request work is a few slices and one repeated string; per-row work is C-level
-    map/zip/join), so many 1-row requests cost little more than one big one."""
+    """Rows on their way to the database: slices of requests from memory (Items, or Rows a worker sent), or a
+    spool line read back (rows in table order, or the COPY text a Postgres writer spooled). Live rows are
+    converted column by column, a block of requests at a time (per-request work is a few list entries and one
+    formatted tail; per-row work is C-level map/zip/join), so many 1-row requests cost little more than one
+    big one."""
 
     def __init__(self, segments: Sequence[Segment] = (), rows: list[list[Any]] | None = None,
                  copy: tuple[int, str] | None = None):  # fmt: skip
@@ -166,30 +231,24 @@ class Batch:
             return cls(copy=(int(doc["rows"]), doc["copy"]))
         return cls(rows=doc)
 
-    def _varying(self) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-        """Features JSON, probability, label and risk level of every row, in order: one concatenation per column
-        (slices of a request's arrays are views, so a 1-row request costs a few hundred nanoseconds here)."""
-        segs = self.segments
-        prob = np.concatenate([it.probability[lo:hi] for it, lo, hi in segs], dtype=np.float64)
-        label = np.concatenate([it.label[lo:hi] for it, lo, hi in segs], dtype=np.int64)
-        level = np.concatenate([it.risk_level[lo:hi] for it, lo, hi in segs], dtype=object).tolist()
-        features: list[str] = []
-        k = 0
-        while k < len(segs):  # runs of segments scored by the same model: one matrix each
-            model = segs[k][0].model
-            end = k
-            while end < len(segs) and segs[end][0].model is model:
-                end += 1
-            X = np.concatenate([it.X[lo:hi] for it, lo, hi in segs[k:end]], dtype=np.float64)
-            features += FeatureFormat.of(model).json(X)
-            k = end
-        return features, prob, label, level
-
-    def _sizes(self) -> list[int]:
-        return [hi - lo for _, lo, hi in self.segments]
-
-    def _row_numbers(self) -> chain[int]:
-        return chain.from_iterable(range(lo, hi) for _, lo, hi in self.segments)
+    def blocks(self) -> list[Rows]:
+        """The live rows as Rows, in order: a Rows' slice as it is, runs of Items of one model as one Rows."""
+        out: list[Rows] = []
+        run: list[Segment] = []
+        for seg in self.segments:
+            if isinstance(seg[0], Rows):
+                if run:
+                    out.append(Rows.of(run))
+                    run = []
+                out.append(seg[0].cut(seg[1], seg[2]))
+                continue
+            if run and run[0][0].model is not seg[0].model:
+                out.append(Rows.of(run))
+                run = []
+            run.append(seg)
+        if run:
+            out.append(Rows.of(run))
+        return [b for b in out if len(b)]
 
     def rows(self) -> list[list[Any]]:
         """Rows in table order (the spool's line format), features as JSON text, ``ts`` as ISO text in UTC."""
@@ -197,34 +256,13 @@ class Batch:
             return self._rows
         if self._copy is not None:
             return _rows_of_copy_text(self._copy[1])
-        if not self.segments:
-            return []
-        return list(map(list, self._table_rows(_utc_text, utc_suffix=True)))
-
-    def _table_rows(self, stamp: Any, utc_suffix: bool) -> zip:
-        """Tuples in table order; ``ts`` formatted by ``stamp`` (epoch microseconds → text), once per request."""
-        features, prob, label, level = self._varying()
-        segs, sizes = self.segments, self._sizes()
-        suffix = "+00:00" if utc_suffix else ""
-
-        def per_request(value: Any) -> chain:
-            return chain.from_iterable(map(repeat, value, sizes))
-
-        its = [it for it, _, _ in segs]
-        cols = (
-            per_request([it.request_id for it in its]), self._row_numbers(),
-            per_request([stamp(it.ts_us) + suffix for it in its]), per_request([it.model.name for it in its]),
-            per_request([it.model.version for it in its]), per_request([it.model.run_id for it in its]),
-            per_request([it.route for it in its]), per_request([it.caller for it in its]), features, prob.tolist(),
-            label.tolist(), level, per_request([it.latency_ms for it in its]), per_request([it.source for it in its]),
-        )  # fmt: skip
-        return zip(*cols, strict=True)
+        return [list(r) for b in self.blocks() for r in _table_rows(b, "+00:00")]
 
     def sqlite_params(self) -> list[tuple[Any, ...]]:
         """The rows as the SQLite INSERT's parameters, in table order: ``ts`` as SQLAlchemy stores a DateTime in
         SQLite (UTC text without an offset), which is what the monitor's and the page's queries compare."""
         if self._rows is None and self._copy is None:
-            return list(self._table_rows(_utc_text, utc_suffix=False))
+            return [r for b in self.blocks() for r in _table_rows(b, "")]
         stamps: dict[str, str] = {}  # spooled rows: ISO text with an offset, as every version wrote it
         rows = self.rows()
         for r in rows:
@@ -238,25 +276,47 @@ class Batch:
             return self._copy[1]
         if self._rows is not None:
             return _copy_text_of_rows(self._rows)
-        if not self.segments:
-            return ""
-        features, prob, label, level = self._varying()
-        sizes = self._sizes()
-        # ts … source with the line's end, per request; the text columns escaped once per distinct value
-        mids: dict[tuple, str] = {}
-        rids, tails = [], []
-        for it, _, _ in self.segments:
-            m = it.model
-            key = (m.name, m.version, m.run_id, it.route, it.caller, it.source)
-            mid = mids.get(key)
-            if mid is None:
-                mid = mids[key] = "\t".join(map(_escape, key[:5]))
-            rids.append(it.request_id)
-            tails.append(f"{_utc_text(it.ts_us)}+00:00\t{mid}\t{float(it.latency_ms)!r}\t{_escape(it.source)}\n")
-        cols = (chain.from_iterable(map(repeat, _escaped(rids), sizes)), map(str, self._row_numbers()),
-                _numbers_1d(prob), _numbers_1d(label), _escaped(level), _escaped(features),
-                chain.from_iterable(map(repeat, tails, sizes)))  # fmt: skip
-        return "".join(map("\t".join, zip(*cols, strict=True)))
+        return "".join(map(_copy_block, self.blocks()))
+
+
+def _per_request(values: Sequence[Any], sizes: Sequence[int]) -> chain:
+    """Each request's value once per row it has here."""
+    return chain.from_iterable(map(repeat, values, sizes))
+
+
+def _row_numbers(b: Rows) -> chain:
+    return chain.from_iterable(map(range, b.first, map(add, b.first, b.sizes)))
+
+
+def _table_rows(b: Rows, utc_suffix: str) -> zip:
+    """Tuples in table order; ``ts`` as text (with ``utc_suffix``), formatted once per request."""
+    m, sizes = b.model, b.sizes
+    cols = (
+        _per_request(b.request_id, sizes), _row_numbers(b),
+        _per_request([_utc_text(us) + utc_suffix for us in b.ts_us], sizes), repeat(m.name, len(b)),
+        repeat(m.version, len(b)), repeat(m.run_id, len(b)), _per_request(b.route, sizes),
+        _per_request(b.caller, sizes), FeatureFormat.of(m).json(b.X), b.probability.tolist(), b.label.tolist(),
+        b.risk_level, _per_request(b.latency_ms, sizes), _per_request(b.source, sizes),
+    )  # fmt: skip
+    return zip(*cols, strict=True)
+
+
+def _copy_block(b: Rows) -> str:
+    """One block's rows as COPY text in ``_COPY`` order: the per-request end of each line (``ts`` … ``source``)
+    formatted once per request, the text columns escaped once per distinct value."""
+    m = b.model
+    head = "\t".join(map(_escape, (m.name, m.version, m.run_id)))
+    keys = list(zip(b.route, b.caller, strict=True))
+    mids = {k: f"{head}\t{_escape(k[0])}\t{_escape(k[1])}" for k in set(keys)}
+    tails = list(map(_TAIL.format, map(_utc_text, b.ts_us), map(mids.__getitem__, keys), b.latency_ms,
+                     _escaped(b.source)))  # fmt: skip
+    cols = (_per_request(_escaped(b.request_id), b.sizes), map(str, _row_numbers(b)), _numbers_1d(b.probability),
+            _numbers_1d(b.label), _escaped(b.risk_level), _escaped(FeatureFormat.of(m).json(b.X)),
+            _per_request(tails, b.sizes))  # fmt: skip
+    return "".join(map("\t".join, zip(*cols, strict=True)))
+
+
+_TAIL = "{}+00:00\t{}\t{!r}\t{}\n"
 
 
 _SECONDS: dict[int, str] = {}

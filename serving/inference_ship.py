@@ -3,23 +3,25 @@ frames they travel in.
 
 Why another process: the writer used to be a thread inside every worker. Measured in process
 (benchmarks/inference_log_cost.py), that thread cost a 1-row request 20-55 µs of CPU (the two threads trading
-the GIL as much as the conversion itself); packing the same rows and handing them to another process costs the
-worker about 2 µs, and the log process then spends 13-19 µs on them (Postgres). The log process runs the same
-Writer (its batches, COPY, spool, replay and exactly-once rules are unchanged); a worker only packs each
-request's arrays into a frame, appends it to a buffer and sends the buffer, non-blocking, on one Unix socket
-when it holds ``SEND_BYTES`` or ``INFERENCE_FLUSH_MS`` has passed (a timer on the worker's event loop sends what
-is left).
+the GIL as much as the conversion itself). The log process runs the same Writer (its batches, COPY, spool,
+replay and exactly-once rules are unchanged); a worker only keeps a reference to each request's arrays and,
+once those add up to ``SEND_BYTES`` or ``INFERENCE_FLUSH_MS`` has passed (a timer on the worker's event loop),
+packs the requests waiting into one frame per model and sends the buffer, non-blocking, on one Unix socket.
+One frame for a few hundred 1-row requests, not one each: the log process's work per frame (decoding it,
+queueing it, starting its conversion) was most of its cost for 1-row traffic.
 
 While the log process cannot be reached (restarting: the gunicorn master starts a new one within a second), the
 buffer keeps the frames, up to ``INFERENCE_QUEUE_MAX_ROWS`` rows; beyond that new rows are dropped and counted
 (``inference_log_rows_total{outcome="dropped"}``, ``/health`` degraded), never silently. A frame cut in half by
-a connection that broke mid-send is dropped whole and counted: the log process discards what it half received.
+a connection that broke mid-send was never read (the log process reads whole frames only): it is sent again,
+whole, on the next connection; one cut a second time is dropped and counted.
 
 Frames, little-endian, each ``u32 length`` then the payload:
 - ``b"M" u32 model_id`` + JSON ``{name, version, run_id, names, categories}``: once per model per connection;
-- ``b"R" u32 model_id, u32 rows, u32 columns, u32 header length`` + JSON header ``[request_id, ts_us, route,
-  source, caller, latency_ms, risk_levels]`` + the feature matrix (rows × columns float64) + probability
-  (rows float64) + label (rows int64).
+- ``b"B" u32 model_id, u32 rows, u32 columns, u32 header length`` + JSON header ``[request_ids, ts_us, routes,
+  sources, callers, latencies_ms, sizes, risk level names]`` (one entry per request, then the distinct risk
+  levels) + the feature matrix (rows × columns float64) + probability (rows float64) + label (rows int64) + risk
+  level (rows u32, an index into the names): read as the Rows of serving/inference_rows.py.
 """
 
 from __future__ import annotations
@@ -32,22 +34,25 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
 
-from serving.inference_rows import Item
+from serving.inference_rows import Item, Rows
 
 log = logging.getLogger("serving.inference_log")
 
-SEND_BYTES = 64 * 1024  # send once the buffer holds this much (fewer, larger writes)
+SEND_BYTES = 64 * 1024  # pack and send once the requests waiting take about this much (fewer, larger writes)
+_ITEM_BYTES = 120  # about what a request adds to a frame's header, besides its rows
+_ROW_BYTES = 30  # about what a row adds besides its features: probability, label, risk level
 RECONNECT_EVERY_S = 1.0
 _LEN = struct.Struct("<I")
 _MODEL = struct.Struct("<cI")
-_REQUEST = struct.Struct("<cIIII")
-_FRAMED_REQUEST = struct.Struct("<IcIIII")  # the length, then _REQUEST: one pack per frame
+_ROWS = struct.Struct("<cIIII")
+_FRAMED_ROWS = struct.Struct("<IcIIII")  # the length, then _ROWS: one pack per frame
 
 
 # ---- frames ---------------------------------------------------------------------------------------------
@@ -58,26 +63,35 @@ def model_frame(model_id: int, model: Any) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
-def request_frame(model_id: int, item: Item) -> bytes:
-    X = np.ascontiguousarray(item.X, dtype=np.float64)
-    prob = np.ascontiguousarray(item.probability, dtype=np.float64)
-    label = np.ascontiguousarray(item.label, dtype=np.int64)
-    rows, cols = X.shape
-    levels = item.risk_level.tolist() if hasattr(item.risk_level, "tolist") else list(item.risk_level)
-    head = orjson.dumps([item.request_id, item.ts_us, item.route, item.source, item.caller, item.latency_ms, levels])
-    size = _REQUEST.size + len(head) + X.nbytes + prob.nbytes + label.nbytes
-    return b"".join((_FRAMED_REQUEST.pack(size, b"R", model_id, rows, cols, len(head)), head, X.data, prob.data,
-                     label.data))  # fmt: skip
+def rows_frame(model_id: int, items: Sequence[Item]) -> bytes:
+    """One frame holding these requests' rows (all scored by one model): per-request values in the JSON header,
+    the arrays concatenated, risk levels as codes into the header's list of the distinct ones."""
+    import pandas as pd  # (here: a worker has it loaded already; the log process, which only decodes, does not)
+
+    X = np.concatenate([it.X for it in items], dtype=np.float64)
+    prob = np.concatenate([it.probability for it in items], dtype=np.float64)
+    label = np.concatenate([it.label for it in items], dtype=np.int64)
+    codes, names = pd.factorize(np.concatenate([it.risk_level for it in items], dtype=object))
+    n, cols = X.shape
+    head = orjson.dumps([
+        [it.request_id for it in items], [it.ts_us for it in items], [it.route for it in items],
+        [it.source for it in items], [it.caller for it in items], [float(it.latency_ms) for it in items],
+        [len(it) for it in items], names.tolist(),
+    ])  # fmt: skip
+    codes = codes.astype(np.uint32)
+    size = _ROWS.size + len(head) + X.nbytes + prob.nbytes + label.nbytes + codes.nbytes
+    return b"".join((_FRAMED_ROWS.pack(size, b"B", model_id, n, cols, len(head)), head, X.data, prob.data,
+                     label.data, codes.data))  # fmt: skip
 
 
 class Decoder:
-    """The log process's side: bytes from one connection in, Items out (models remembered per connection)."""
+    """The log process's side: bytes from one connection in, Rows out (models remembered per connection)."""
 
     def __init__(self) -> None:
         self.models: dict[int, SimpleNamespace] = {}
         self._rest = b""
 
-    def feed(self, data: bytes) -> list[Item]:
+    def feed(self, data: bytes) -> list[Rows]:
         """Every whole frame in what has arrived. The arrays are read in place from one immutable bytes object
         (no copy per array); a frame's tail that has not arrived yet waits for the next call."""
         blob = self._rest + data if self._rest else data
@@ -97,7 +111,7 @@ class Decoder:
     def pending_bytes(self) -> int:
         return len(self._rest)
 
-    def _decode(self, blob: bytes, pos: int, end: int) -> Item | None:
+    def _decode(self, blob: bytes, pos: int, end: int) -> Rows | None:
         """The frame whose payload is ``blob[pos:end]``; None for a model frame (remembered)."""
         if blob[pos : pos + 1] == b"M":
             _, model_id = _MODEL.unpack_from(blob, pos)
@@ -106,27 +120,33 @@ class Decoder:
             self.models[model_id] = SimpleNamespace(name=doc["name"], version=doc["version"], run_id=doc["run_id"],
                                                     names=doc["names"], categories=cats)  # fmt: skip
             return None
-        _, model_id, rows, cols, hlen = _REQUEST.unpack_from(blob, pos)
-        pos += _REQUEST.size
-        rid, ts_us, route, source, caller, latency_ms, levels = orjson.loads(blob[pos : pos + hlen])
+        _, model_id, n, cols, hlen = _ROWS.unpack_from(blob, pos)
+        pos += _ROWS.size
+        rid, ts_us, route, source, caller, latency_ms, sizes, names = orjson.loads(blob[pos : pos + hlen])
         pos += hlen
-        X = np.frombuffer(blob, np.float64, rows * cols, pos).reshape(rows, cols)
-        pos += rows * cols * 8
-        prob = np.frombuffer(blob, np.float64, rows, pos)
-        label = np.frombuffer(blob, np.int64, rows, pos + rows * 8)
-        return Item(ts_us, rid, route, source, caller, latency_ms, self.models[model_id], X, prob, label, levels)
+        X = np.frombuffer(blob, np.float64, n * cols, pos).reshape(n, cols)
+        pos += n * cols * 8
+        prob = np.frombuffer(blob, np.float64, n, pos)
+        label = np.frombuffer(blob, np.int64, n, pos + n * 8)
+        levels = np.asarray(names, dtype=object)[np.frombuffer(blob, np.uint32, n, pos + n * 16)].tolist()
+        return Rows(self.models[model_id], rid, ts_us, route, source, caller, latency_ms, sizes, [0] * len(sizes), X,
+                    prob, label, levels)  # fmt: skip
 
 
 # ---- the worker's side ----------------------------------------------------------------------------------
 class Shipper:
-    """One per worker process. ``submit`` packs a request's rows into the buffer; the buffer is sent when large
-    enough, or by a timer on the event loop after ``flush_s``. Never blocks the event loop."""
+    """One per worker process. ``submit`` keeps a reference to a request's scored rows; once they add up to
+    ``SEND_BYTES``, or ``flush_s`` after the last send (a timer on the event loop), the requests waiting are
+    packed into one frame per model and the buffer is sent. Never blocks the event loop."""
 
     def __init__(self, path: str, flush_s: float, max_rows: int, on_drop: Any):
         self.path, self.flush_s, self.max_rows, self._on_drop = path, flush_s, max_rows, on_drop
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._items: list[Item] = []  # requests scored since the last pack
+        self._item_rows = 0
+        self._item_bytes = 0  # about what they will take in a frame
         self._buf = bytearray()
         self._sent = 0  # bytes of _buf already sent
         self._frames: deque[tuple[int, int, int]] = deque()  # (start, end, rows) in _buf of frames not fully sent
@@ -136,33 +156,49 @@ class Shipper:
         self._next_connect = 0.0
         self._marked = False  # rows were dropped: /health degraded until the buffer has drained
         self._was_connected = False
+        self._resent = False  # a frame cut by a broken connection is being sent again (once)
         self._timer = False
         self._timer_loop: Any = None
         self._last_send = time.monotonic()
         self.unreachable_since: float | None = None
 
     def submit(self, item: Item) -> None:
+        n = len(item)
         with self._lock:
-            if self._rows + len(item) > self.max_rows:
-                self._drop(len(item))  # the log process has not taken rows for a while: bounded, counted
+            if self._rows + self._item_rows + n > self.max_rows:
+                self._drop(n)  # the log process has not taken rows for a while: bounded, counted
                 return
-            entry = self._models.get(id(item.model))
-            if entry is None or entry[0] is not item.model:
-                model_id = len(self._models) + 1
-                entry = self._models[id(item.model)] = (item.model, model_id, model_frame(model_id, item.model))
-            model_id = entry[1]
-            if model_id not in self._on_conn:
-                self._append(entry[2], 0)
-                self._on_conn.add(model_id)
-            self._append(request_frame(model_id, item), len(item))
-            due = len(self._buf) - self._sent >= SEND_BYTES or time.monotonic() - self._last_send >= self.flush_s
-            if due:
+            self._items.append(item)
+            self._item_rows += n
+            self._item_bytes += _ITEM_BYTES + n * (8 * len(item.model.names) + _ROW_BYTES)
+            if self._item_bytes >= SEND_BYTES or time.monotonic() - self._last_send >= self.flush_s:
                 self._send()
-            left = len(self._buf) > self._sent
+            left = self._item_rows or len(self._buf) > self._sent
         if left:
             # Not due yet, or the socket took only part (the log process busy): the timer sends the rest even if
             # no other request comes (without it, an idle worker would keep it until its next request).
             self._arm()
+
+    def _pack(self) -> None:
+        """The requests waiting become frames in the buffer: one per run of requests scored by the same model
+        (a model's own frame first, once per connection). Holds _lock."""
+        items, self._items, self._item_rows, self._item_bytes = self._items, [], 0, 0
+        k = 0
+        while k < len(items):
+            model = items[k].model
+            end = k + 1
+            while end < len(items) and items[end].model is model:
+                end += 1
+            entry = self._models.get(id(model))
+            if entry is None or entry[0] is not model:
+                model_id = len(self._models) + 1
+                entry = self._models[id(model)] = (model, model_id, model_frame(model_id, model))
+            model_id = entry[1]
+            if model_id not in self._on_conn:
+                self._append(entry[2], 0)
+                self._on_conn.add(model_id)
+            self._append(rows_frame(model_id, items[k:end]), sum(map(len, items[k:end])))
+            k = end
 
     def _append(self, frame: bytes, rows: int) -> None:
         start = len(self._buf)
@@ -184,13 +220,16 @@ class Shipper:
         self._timer = False
         with self._lock:
             self._send()
-            left = len(self._buf) > self._sent
+            left = self._item_rows or len(self._buf) > self._sent
         if left:
             self._arm()
 
     def _send(self) -> None:
-        """Send what the socket takes now (non-blocking); connect first if needed. Holds _lock."""
+        """Pack what waits, then send what the socket takes now (non-blocking); connect first if needed. Holds
+        _lock."""
         self._last_send = time.monotonic()
+        if self._items:
+            self._pack()
         if self._sock is None and not self._connect():
             return
         try:
@@ -213,16 +252,19 @@ class Shipper:
     def _settle(self) -> None:
         """Forget frames the socket took whole; compact the buffer now and then."""
         while self._frames and self._frames[0][1] <= self._sent:
-            self._rows -= self._frames.popleft()[2]
+            rows = self._frames.popleft()[2]
+            self._rows -= rows
+            if rows:
+                self._resent = False
         if self._marked and not self._rows:
             self._marked = False
             clear = getattr(self._on_drop, "clear", None)
             if clear is not None:
                 clear()
         if self._sent and (self._sent == len(self._buf) or self._sent > 1 << 20):
-            cut = self._sent
+            cut = min(self._sent, self._frames[0][0]) if self._frames else self._sent  # (a frame being sent stays)
             del self._buf[:cut]
-            self._sent = 0
+            self._sent -= cut
             self._frames = deque((a - cut, b - cut, rows) for a, b, rows in self._frames)
 
     def _connect(self) -> bool:
@@ -250,18 +292,23 @@ class Shipper:
         return True
 
     def _broken(self, exc: BaseException) -> None:
-        """The connection broke (the log process died or restarted). A frame it received only part of is lost:
-        skipped and its rows counted as dropped (the new process must start at a frame's first byte)."""
+        """The connection broke (the log process died or restarted). A frame it received only part of was never
+        read (the log process reads whole frames only), so it is sent again whole on the next connection, which
+        starts at its first byte; a frame cut twice (a reader that refuses it) is dropped and counted."""
         if self._sock is not None:
             self._sock.close()
         self._sock = None
         self._on_conn.clear()
         if self._frames and self._frames[0][0] < self._sent:
-            _, end, rows = self._frames.popleft()
-            self._sent = end
-            self._rows -= rows
-            if rows:
-                self._drop(rows)
+            start, end, rows = self._frames[0]
+            if self._resent:
+                self._frames.popleft()
+                self._sent, self._resent = end, False
+                self._rows -= rows
+                if rows:
+                    self._drop(rows)
+            else:
+                self._sent, self._resent = start, True
         self._next_connect = 0.0
         if self.unreachable_since is None:
             self.unreachable_since = time.monotonic()
@@ -299,6 +346,8 @@ class Shipper:
 
     def _send_all(self, deadline: float) -> bool:
         """Holds _lock."""
+        if self._items:
+            self._pack()
         while self._sent < len(self._buf) and time.monotonic() < deadline:
             self._next_connect = 0.0
             self._send()
@@ -308,4 +357,4 @@ class Shipper:
 
     @property
     def waiting_rows(self) -> int:
-        return self._rows
+        return self._rows + self._item_rows

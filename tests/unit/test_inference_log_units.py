@@ -261,3 +261,25 @@ def test_a_writer_failure_is_logged_without_the_rows_it_quotes(caplog: pytest.Lo
     text = caplog.text
     assert "inference log flush failed: ValueError at test_inference_log_units.py:" in text
     assert "5.987654" not in text and "Failing row" not in text
+
+
+def test_request_ids_are_uuid7_time_first_and_never_repeat() -> None:
+    """The log's key: 32 hex digits of a version-7 UUID whose first 48 bits are the time in milliseconds, so
+    ids minted later sort later (Postgres appends them to its unique index) while staying unguessable."""
+    import uuid
+
+    from serving.deps import new_request_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_request_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for rid in ids:
+        u = uuid.UUID(rid)
+        assert len(rid) == 32 and rid == u.hex and u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= int(rid[:12], 16) <= after
+    time.sleep(0.002)
+    assert new_request_id()[:12] > ids[-1][:12]  # a later millisecond sorts after
+    same_ms = [[r for r in ids if r[:12] == ms] for ms in sorted({r[:12] for r in ids})]
+    busiest = max(same_ms, key=len)
+    assert len(busiest) >= 5 and busiest != sorted(busiest)  # within a millisecond, random: not a counter
