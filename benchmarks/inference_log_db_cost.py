@@ -6,9 +6,11 @@ Each case gets a fresh database migrated by the project's Alembic history (the r
 is preloaded with ``--preload`` rows (a log that has been running a while), then takes ``--rows`` more in
 500-row ``COPY`` batches — the log process's statement, its text made by serving/inference_rows.py from 1-row
 requests. What is measured is the CPU time of every Postgres process (the backend, and the WAL writer,
-checkpointer and autovacuum it wakes) during the load and 3 s after it, per row. Cases: request ids as random
-UUIDs (uuid4, what the API minted before) and as UUIDv7 (serving/deps.py ``new_request_id``: time first), in
-alternating order ``--repeats`` times. Writes benchmarks/results/inference_log_db_cost.json.
+checkpointer and autovacuum it wakes) during the load and 3 s after it, per row, and the COPY backend's own
+(the insertion itself, index entries included; the other processes' share wanders with when autovacuum runs).
+Cases: request ids as random UUIDs (uuid4, what the API minted before) and as UUIDv7 (serving/deps.py
+``new_request_id``: time first), in alternating order ``--repeats`` times. Writes
+benchmarks/results/inference_log_db_cost.json.
 """
 
 from __future__ import annotations
@@ -79,12 +81,15 @@ def case(kind: str, rows: int, preload: int, seed: int) -> dict[str, float]:
         for text in copy_texts(preload, IDS[kind], rng):
             cur.copy_expert(sql, io.BytesIO(text))
         cur.execute("CHECKPOINT")
+        cur.execute("SELECT pg_backend_pid()")
+        (backend,) = cur.fetchone()
         texts = copy_texts(rows, IDS[kind], rng)
         before = {p: cpu_s(p) for p in postgres_pids()}
         t0 = time.perf_counter()
         for text in texts:
             cur.copy_expert(sql, io.BytesIO(text))
         elapsed = time.perf_counter() - t0
+        backend_s = cpu_s(backend) - before.get(backend, 0.0)
         time.sleep(3)  # what the load woke (WAL writer, autovacuum) finishes its share
         after = {p: cpu_s(p) for p in postgres_pids()}
         conn.close()
@@ -92,7 +97,8 @@ def case(kind: str, rows: int, preload: int, seed: int) -> dict[str, float]:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         admin.close()
     spent = sum(after.get(p, 0.0) - before.get(p, 0.0) for p in after)
-    return {"postgres_cpu_us_per_row": round(spent / rows * 1e6, 2), "rows_per_s": round(rows / elapsed)}
+    return {"postgres_cpu_us_per_row": round(spent / rows * 1e6, 2),
+            "backend_cpu_us_per_row": round(backend_s / rows * 1e6, 2), "rows_per_s": round(rows / elapsed)}
 
 
 def main() -> None:
@@ -107,14 +113,17 @@ def main() -> None:
         for kind in list(IDS) if r % 2 == 0 else list(IDS)[::-1]:
             got = case(kind, args.rows, args.preload, seed=r)
             runs[kind].append(got)
-            print(f"round {r + 1}: {kind}: {got['postgres_cpu_us_per_row']} µs of Postgres CPU per row, "
-                  f"{got['rows_per_s']} rows/s", flush=True)  # fmt: skip
+            print(f"round {r + 1}: {kind}: {got['postgres_cpu_us_per_row']} µs of Postgres CPU per row (its COPY "
+                  f"backend {got['backend_cpu_us_per_row']}), {got['rows_per_s']} rows/s", flush=True)  # fmt: skip
     med = {k: statistics.median(x["postgres_cpu_us_per_row"] for x in v) for k, v in runs.items()}
+    med_backend = {k: statistics.median(x["backend_cpu_us_per_row"] for x in v) for k, v in runs.items()}
     doc = {"rows": args.rows, "preload": args.preload, "batch_rows": BATCH, "load_average": os.getloadavg(),
-           "runs": runs, "median_postgres_cpu_us_per_row": med,
-           "uuid7_over_uuid4": round(med["uuid7"] / med["uuid4"], 2)}  # fmt: skip
+           "runs": runs, "median_postgres_cpu_us_per_row": med, "median_backend_cpu_us_per_row": med_backend,
+           "uuid7_over_uuid4": round(med["uuid7"] / med["uuid4"], 2),
+           "uuid7_over_uuid4_backend": round(med_backend["uuid7"] / med_backend["uuid4"], 2)}  # fmt: skip
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps({"median_postgres_cpu_us_per_row": med, "uuid7_over_uuid4": doc["uuid7_over_uuid4"]}))
+    print(json.dumps({k: doc[k] for k in ("median_postgres_cpu_us_per_row", "median_backend_cpu_us_per_row",
+                                          "uuid7_over_uuid4", "uuid7_over_uuid4_backend")}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -46,9 +46,8 @@ def request_id(request: Request) -> str:
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: the time in milliseconds, then 74 random bits. Unguessable like a
     random UUID, but rows logged one after another get neighbouring keys, so Postgres adds each to the
-    rightmost pages of the ``(request_id, row)`` unique index instead of a random page of it: 10.5 against
-    15.0 µs of the database's CPU per logged row over a million-row table (benchmarks/inference_log_benchmark.py
-    measures the log end to end)."""
+    rightmost pages of the ``(request_id, row)`` unique index instead of a random page of it: 12.4 against
+    16.1 µs of the database's CPU per logged row on a table of about a million (benchmarks/inference_log_db_cost.py)."""
     rand = int.from_bytes(os.urandom(10))
     ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
     value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
