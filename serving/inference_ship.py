@@ -71,8 +71,12 @@ def rows_frame(model_id: int, items: Sequence[Item]) -> bytes:
     X = np.concatenate([it.X for it in items], dtype=np.float64)
     prob = np.concatenate([it.probability for it in items], dtype=np.float64)
     label = np.concatenate([it.label for it in items], dtype=np.int64)
-    codes, names = pd.factorize(np.concatenate([it.risk_level for it in items], dtype=object))
+    # (a missing level gets a code of its own, never the -1 sentinel: every code indexes the names)
+    codes, names = pd.factorize(np.concatenate([it.risk_level for it in items], dtype=object), use_na_sentinel=False)
     n, cols = X.shape
+    if len(prob) != n or len(label) != n or len(codes) != n or cols != len(items[0].model.names):
+        # (a frame the log process would misread must not leave the worker; one check over the whole run)
+        raise ValueError(f"the requests' arrays do not match: {X.shape} features, {len(prob)} probabilities")
     head = orjson.dumps([
         [it.request_id for it in items], [it.ts_us for it in items], [it.route for it in items],
         [it.source for it in items], [it.caller for it in items], [float(it.latency_ms) for it in items],
@@ -197,8 +201,23 @@ class Shipper:
             if model_id not in self._on_conn:
                 self._append(entry[2], 0)
                 self._on_conn.add(model_id)
-            self._append(rows_frame(model_id, items[k:end]), sum(map(len, items[k:end])))
+            self._append_run(model_id, items[k:end])
             k = end
+
+    def _append_run(self, model_id: int, items: list[Item]) -> None:
+        """One frame for these requests; if they cannot be packed together (a request whose arrays do not fit the
+        model), one frame each, and a request that cannot be packed alone is dropped and counted."""
+        try:
+            self._append(rows_frame(model_id, items), sum(map(len, items)))
+            return
+        except Exception as exc:  # noqa: BLE001 - rows that cannot be packed are counted, never lost silently
+            if len(items) == 1:
+                log.error("inference log: %d rows could not be packed (%s); dropped", len(items[0]),
+                          type(exc).__name__)  # fmt: skip
+                self._drop(len(items[0]))
+                return
+        for it in items:
+            self._append_run(model_id, [it])
 
     def _append(self, frame: bytes, rows: int) -> None:
         start = len(self._buf)

@@ -101,6 +101,7 @@ class FakeLogProcess:
             while left > 0 and (data := conn.recv(min(left, 65536))):
                 self.items += d.feed(data)
                 left -= len(data)
+            self.srv.close()  # first: a reconnect must find nobody, not wait in the backlog of a dying process
         else:
             while data := conn.recv(65536):
                 self.items += d.feed(data)
@@ -295,3 +296,22 @@ def test_what_a_full_socket_left_behind_is_sent_by_the_timer_with_no_more_reques
     assert ids(got) == [f"r{i}" for i in range(40)] and s.waiting_rows == 0
     s.close()
     srv.close()
+
+
+def test_rows_that_cannot_be_packed_are_counted_and_the_rest_still_goes(sock: str) -> None:
+    """A request whose arrays do not fit its model's frame (here a matrix of the wrong width) must not take the
+    other requests waiting with it, nor vanish: its run is dropped and counted, later requests arrive."""
+    server = FakeLogProcess(sock)
+    drops: list[int] = []
+    s = Shipper(sock, flush_s=3600.0, max_rows=1000, on_drop=drops.append)
+    bad = item("bad", 2)
+    bad.X = np.zeros((2, 5))  # two feature columns in the model, five here
+    s.submit(item("a", 1))
+    s.submit(item("b", 2, OTHER))
+    s.submit(bad)
+    s.submit(item("c", 3))
+    assert s.flush() is True
+    got = server.wait(3)
+    assert ids(got) == ["a", "b", "c"] and drops == [2]
+    same([item("a", 1), item("b", 2, OTHER), item("c", 3)], got)
+    s.close()
