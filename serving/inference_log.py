@@ -190,6 +190,9 @@ class Writer:
             return
         if not len(batch):
             return
+        batch = self._convertible(batch)
+        if not len(batch):
+            return
         try:
             self._write(batch)
         except Exception as exc:  # noqa: BLE001 - any database failure: keep the rows on disk instead
@@ -221,6 +224,22 @@ class Writer:
                     self._head = hi
             self._pending -= n
         return Batch(segments)
+
+    def _convertible(self, batch: Batch) -> Batch:
+        """The chunk converted for the database (done once, kept for the write or the spool); rows that cannot be
+        converted — a request whose arrays do not fit its model — are dropped and counted, not taken for a
+        database failure (they would fail the spool too, and every replay)."""
+        n = len(batch)
+        try:
+            kept = batch.prepare(self._postgres)
+        except Exception as exc:  # noqa: BLE001 - counted below
+            kept, name = Batch(), type(exc).__name__
+        else:
+            name = "a request's arrays"
+        if len(kept) < n:
+            log.error("inference log: %d rows could not be converted (%s); dropped", n - len(kept), name)
+            self._drop(n - len(kept))
+        return kept
 
     def _write(self, batch: Batch) -> None:
         if self._engine is None:
@@ -290,6 +309,10 @@ class Writer:
             self._drop(n)  # not even converted: full until the replay has emptied it
             return
         size = self.spool.stat().st_size if self.spool.exists() else 0
+        batch = self._convertible(batch)  # (the spiller's chunks are converted here, the writer's already were)
+        n = len(batch)
+        if not n:
+            return
         line = batch.spool_line(postgres=self._postgres)
         if size + len(line) > self.cfg.spool_max_bytes:
             self._spool_full = size > 0  # (a chunk larger than the whole bound is dropped alone)

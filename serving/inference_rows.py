@@ -209,6 +209,7 @@ class Batch:
         self.segments = segments
         self._rows = rows
         self._copy = copy  # (rows, COPY text)
+        self._params: list[tuple[Any, ...]] | None = None  # SQLite's, once prepared
 
     def __len__(self) -> int:
         if self._rows is not None:
@@ -258,9 +259,39 @@ class Batch:
             return _rows_of_copy_text(self._copy[1])
         return [list(r) for b in self.blocks() for r in _table_rows(b, "+00:00")]
 
+    def prepare(self, postgres: bool) -> Batch:
+        """Convert the live rows now, for the database's kind, and keep the result (so a row that cannot be
+        converted fails here, told apart from a database error). Rows that cannot be converted are left out:
+        returns the batch of those that can (this one if all can)."""
+        try:
+            self._prepare(postgres)
+            return self
+        except Exception:  # noqa: BLE001 - found segment by segment below
+            if len(self.segments) <= 1:
+                raise
+        good = []
+        for seg in self.segments:
+            try:
+                Batch([seg])._prepare(postgres)
+                good.append(seg)
+            except Exception:  # noqa: BLE001 - this request's rows are the ones left out
+                pass
+        kept = Batch(good)
+        kept._prepare(postgres)
+        return kept
+
+    def _prepare(self, postgres: bool) -> None:
+        if postgres:
+            if self._copy is None:
+                self._copy = (len(self), self.copy_text())
+        elif self._rows is None and self._copy is None and self._params is None:
+            self._params = self.sqlite_params()
+
     def sqlite_params(self) -> list[tuple[Any, ...]]:
         """The rows as the SQLite INSERT's parameters, in table order: ``ts`` as SQLAlchemy stores a DateTime in
         SQLite (UTC text without an offset), which is what the monitor's and the page's queries compare."""
+        if self._params is not None:
+            return self._params
         if self._rows is None and self._copy is None:
             return [r for b in self.blocks() for r in _table_rows(b, "")]
         stamps: dict[str, str] = {}  # spooled rows: ISO text with an offset, as every version wrote it

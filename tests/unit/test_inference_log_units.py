@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from monitor import stats
 from pipeline.reference import categorical_summary, numeric_summary
 from serving.inference_log import Config, Writer, _Item
+from serving.inference_rows import Batch
 
 MODEL = SimpleNamespace(
     name="m", version="3", run_id="r" * 32, names=["glucosa", "sexo"], categories={1: {"F": 0.0, "M": 1.0}}
@@ -283,3 +284,36 @@ def test_request_ids_are_uuid7_time_first_and_never_repeat() -> None:
     same_ms = [[r for r in ids if r[:12] == ms] for ms in sorted({r[:12] for r in ids})]
     busiest = max(same_ms, key=len)
     assert len(busiest) >= 5 and busiest != sorted(busiest)  # within a millisecond, random: not a counter
+
+
+def _misfit(rid: str) -> _Item:
+    """A request whose matrix does not fit its model (three columns for two features): no route makes one, but
+    the writer must not take it for a database failure."""
+    bad = _item(rid, 2)
+    bad.X = np.zeros((2, 3))
+    return bad
+
+
+def test_rows_that_cannot_be_converted_are_left_out_of_their_batch_alone() -> None:
+    good, other = _item("a", 3), _item("c", 2)
+    for postgres in (True, False):
+        batch = Batch([(good, 0, 3), (_misfit("b"), 0, 2), (other, 0, 2)]).prepare(postgres)
+        assert len(batch) == 5 and [r[0] for r in batch.rows()] == ["a", "a", "a", "c", "c"]
+        whole = Batch([(good, 0, 3), (other, 0, 2)])
+        if postgres:
+            assert batch.copy_text() == whole.copy_text()
+        else:
+            assert batch.sqlite_params() == whole.sqlite_params()
+    with pytest.raises(TypeError):
+        Batch([(_misfit("b"), 0, 2)])._prepare(True)  # alone: nothing to keep
+
+
+@pytest.mark.slow  # Alembic migration and a writer thread: a few seconds
+def test_the_writer_drops_and_counts_rows_it_cannot_convert_and_writes_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    w = Writer(_cfg(tmp_path, url))
+    for x in (_item("a", 3), _misfit("b"), _item("c", 2)):
+        w.submit(x)
+    w.close()
+    assert [(r[0], r[1]) for r in _rows(url)] == [("a", 0), ("a", 1), ("a", 2), ("c", 0), ("c", 1)]
+    assert w.dropped == 2 and w.db_ok is True and not w.spool.exists()  # not a database failure, nothing spooled
