@@ -188,8 +188,6 @@ class Writer:
             else:
                 self._replay()
             return
-        if not len(batch):
-            return
         batch = self._convertible(batch)
         if not len(batch):
             return

@@ -257,6 +257,8 @@ class Batch:
             return self._rows
         if self._copy is not None:
             return _rows_of_copy_text(self._copy[1])
+        if self._params is not None:  # prepared for SQLite: the same rows, ``ts`` with its offset (no reconversion)
+            return [[*r[:2], r[2] + "+00:00", *r[3:]] for r in self._params]
         return [list(r) for b in self.blocks() for r in _table_rows(b, "+00:00")]
 
     def prepare(self, postgres: bool) -> Batch:

@@ -135,6 +135,8 @@ def test_copy_text_sqlite_params_and_spool_lines_hold_the_same_rows() -> None:
     assert [(*p[:2], *p[3:]) for p in params] == [(*r[:2], *r[3:]) for r in rows]
     for postgres in (True, False):  # a spool line, read back, gives the same parameters
         assert Batch.from_spool_line(batch.spool_line(postgres=postgres)).sqlite_params() == params
+        prepared = Batch([(first, 2, 5), (second, 0, 3)]).prepare(postgres)  # converted once, kept: same lines
+        assert prepared.spool_line(postgres) == batch.spool_line(postgres) and prepared.rows() == rows
     older = [[*r[:2], datetime.fromisoformat(r[2]).isoformat().replace(" ", "T"), *r[3:]] for r in rows]
     assert older[3][2] == "2026-12-08T15:00:00.123456+00:00"  # how earlier versions spooled it
     assert Batch(rows=older).sqlite_params() == params
